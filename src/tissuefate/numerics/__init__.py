@@ -1,0 +1,1 @@
+"""Numerical kernels that know nothing about biology: LOD/ADI diffusion, advection, elliptic solves, stiff reactions."""

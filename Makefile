@@ -1,0 +1,28 @@
+# Each target builds its own virtual environment (.venv) from pyproject.toml on first use.
+PYTHON ?= python3
+VENV   := .venv
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test test-full bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "tissuefate needs Python 3.11"'
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/tissuefate run
+
+test: $(STAMP)
+	$(VENV)/bin/python -m pytest -q -n 2 --durations=15
+
+test-full: $(STAMP)
+	TISSUEFATE_FULL=1 $(VENV)/bin/python -m pytest -q -n 2
+
+bench: $(STAMP)
+	$(VENV)/bin/python benchmarks/lod.py --n 128 --threads 2
+
+clean:
+	rm -rf $(VENV) runs

@@ -1,0 +1,309 @@
+"""The validated scenario: YAML in, SI out.
+
+A scenario file is safe-loaded YAML validated with pydantic v2. Every quantity is written with its
+unit (``2 mL``, ``0.5 mL/min``, ``300 ppm``, ``12 mm``, ``24 h``) and converted to SI here, at the
+edge; a value of the wrong dimension, a missing field or an unknown key is a :class:`ScenarioError`
+naming the field, the value and what was expected. ``--set key=value`` overrides are applied to the
+raw YAML tree before validation, so they are validated the same way.
+"""
+from __future__ import annotations
+
+import copy
+from functools import partial
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+
+from .errors import ScenarioError
+from .units import KINDS, parse_quantity
+
+
+def _si(kind: str, value: Any) -> float:
+    if isinstance(value, float) and kind != "dimensionless" and getattr(value, "_si", False):
+        return value
+    try:
+        return parse_quantity(value, kind, "")
+    except ScenarioError as err:
+        raise ValueError(f"expected {KINDS[kind][1]} [SI unit {KINDS[kind][0] or '1'}]") from err
+
+
+def Q(kind: str):
+    """A float field given in the scenario with units, stored in SI."""
+    return Annotated[float, BeforeValidator(partial(_si, kind))]
+
+
+Length, Volume, Flow, Time = Q("length"), Q("volume"), Q("flow"), Q("time")
+Concentration, Viscosity = Q("molar_concentration"), Q("viscosity")
+Point = Annotated[tuple[float, float, float], BeforeValidator(
+    lambda v: tuple(_si("length", x) for x in v) if isinstance(v, (list, tuple)) and len(v) == 3 else _bad_point(v))]
+
+
+def _bad_point(v):
+    raise ValueError("expected a point [x, y, z] with units, e.g. [0 mm, 0 mm, -9 mm]")
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Domain(Strict):
+    voxel_size: Length = Field(description="edge of a cubic voxel")
+    extent: Point | None = Field(None, description="domain edge lengths (phantoms); from the image for NIfTI")
+
+    @field_validator("voxel_size")
+    @classmethod
+    def _positive(cls, v):
+        if not (1e-5 <= v <= 5e-3):
+            raise ValueError("expected a voxel size between 0.01 mm and 5 mm")
+        return v
+
+
+class SubcutaneousGeometry(Strict):
+    phantom: Literal["subcutaneous"]
+    tumor_center: Point
+    tumor_semi_axes: Point
+    skin_thickness: Length = 2e-3
+    fat_thickness: Length = 4e-3
+    air_gap: Length = 1e-3
+
+
+class LiverGeometry(Strict):
+    phantom: Literal["liver"]
+    tumor_center: Point
+    tumor_radius: Length
+    vessel_point: Point
+    vessel_direction: tuple[float, float, float]
+    vessel_radius: Length
+
+
+class TumorSpec(Strict):
+    center: Point
+    semi_axes: Point
+
+
+class MultiTumorGeometry(Strict):
+    phantom: Literal["multi_tumor"]
+    tumors: list[TumorSpec] = Field(min_length=1)
+    skin_thickness: Length = 2e-3
+    fat_thickness: Length = 4e-3
+    air_gap: Length = 1e-3
+
+
+class NiftiGeometry(Strict):
+    phantom: Literal["nifti"]
+    path: str
+    labels: dict[int, str] = Field(description="label value -> tissue name")
+
+
+Geometry = Annotated[SubcutaneousGeometry | LiverGeometry | MultiTumorGeometry | NiftiGeometry,
+                     Field(discriminator="phantom")]
+
+
+class Injection(Strict):
+    tip: Point
+    direction: tuple[float, float, float] = Field((0.0, 0.0, 1.0), description="from the tip back along the shaft")
+    gauge: int = Field(22, ge=10, le=34)
+    volume: Volume
+    rate: Flow
+    start: Time = 0.0
+
+    @field_validator("volume", "rate")
+    @classmethod
+    def _positive(cls, v, info):
+        if not v > 0:
+            raise ValueError(f"expected a positive {info.field_name}")
+        return v
+
+    @field_validator("direction")
+    @classmethod
+    def _unit(cls, v):
+        if sum(x * x for x in v) == 0:
+            raise ValueError("expected a non-zero direction vector")
+        return v
+
+
+class ClO2Agent(Strict):
+    concentration: Concentration = Field(description="ClO2 in the injectate; ppm means mg/L")
+    viscosity: Viscosity = 0.9e-3
+
+    @field_validator("concentration")
+    @classmethod
+    def _range(cls, v):
+        if not (0 < v <= 200.0):  # 200 mol/m^3 ~ 13 500 ppm, far above solubility
+            raise ValueError("expected a concentration between 0 and 13 500 ppm (200 mM)")
+        return v
+
+
+class EthanolAgent(Strict):
+    formulation: Literal["ethanol", "ec6", "ec12"] = "ethanol"
+    ethanol_fraction: Annotated[float, BeforeValidator(partial(_si, "dimensionless"))] = 0.99
+
+    @field_validator("ethanol_fraction")
+    @classmethod
+    def _frac(cls, v):
+        if not (0 < v <= 1):
+            raise ValueError("expected a volume fraction in (0, 1], e.g. '99 %'")
+        return v
+
+
+class Session(Strict):
+    day: float = Field(0.0, ge=0)
+    modality: Literal["clo2", "ethanol"]
+    agent: ClO2Agent | EthanolAgent
+    injections: list[Injection] = Field(min_length=1)
+    follow_up: Time = 24 * 3600.0
+
+
+class Course(Strict):
+    sessions: list[Session] = Field(min_length=1)
+
+
+class Outputs(Strict):
+    snapshots: list[Time] = Field(default_factory=lambda: [0.0, 300.0, 3600.0, 86400.0])
+    vtk: bool = True
+    figures: bool = True
+
+
+class Solver(Strict):
+    injection_dt: Time = 2.0
+    max_dt: Time = 1800.0
+    dt_growth: float = Field(1.3, gt=1.0, le=3.0)
+
+
+class Scenario(Strict):
+    name: str
+    description: str = ""
+    seed: int = 0
+    domain: Domain
+    geometry: Geometry
+    tissues: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    course: Course
+    outputs: Outputs = Outputs()
+    solver: Solver = Solver()
+
+
+# ----------------------------------------------------------------------------------------------- loading
+
+def _loc_to_field(loc) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in ("SubcutaneousGeometry", "LiverGeometry", "MultiTumorGeometry", "NiftiGeometry",
+                      "subcutaneous", "liver", "multi_tumor", "nifti", "ClO2Agent", "EthanolAgent"):
+            continue
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "(scenario)"
+
+
+def _raise_validation(err: ValidationError, raw: dict) -> None:
+    e = err.errors()[0]
+    field = _loc_to_field(e["loc"])
+    msg = e["msg"].removeprefix("Value error, ")
+    if e["type"] == "missing":
+        raise ScenarioError(field, "nothing (missing)", "this field to be given") from None
+    if e["type"] == "extra_forbidden":
+        raise ScenarioError(field, e.get("input"), "no such field here (unknown key)") from None
+    value = e.get("input")
+    expected = msg.removeprefix("expected ") if msg.startswith("expected") else msg
+    raise ScenarioError(field, value, expected) from None
+
+
+def apply_overrides(raw: dict, sets: list[str]) -> dict:
+    """Apply ``key.path=value`` overrides (``course.sessions.0.injections.0.volume=3 mL``)."""
+    tree = copy.deepcopy(raw)
+    for item in sets or []:
+        if "=" not in item:
+            raise ScenarioError("--set", item, "key=value, e.g. course.sessions.0.follow_up=2 h")
+        key, value = item.split("=", 1)
+        parts = key.strip().split(".")
+        node = tree
+        for i, part in enumerate(parts[:-1]):
+            nxt = int(part) if part.isdigit() else part
+            try:
+                node = node[nxt]
+            except (KeyError, IndexError, TypeError):
+                raise ScenarioError(f"--set {key}", value, f"an existing path (no '{'.'.join(parts[:i + 1])}')") from None
+        last = int(parts[-1]) if parts[-1].isdigit() else parts[-1]
+        node[last] = yaml.safe_load(value) if value.strip()[:1] in "[{" else _scalar(value)
+    return tree
+
+
+def _scalar(text: str):
+    try:
+        v = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+    return v
+
+
+def validate(raw: Any, source: str = "<scenario>") -> Scenario:
+    if not isinstance(raw, dict):
+        raise ScenarioError(source, type(raw).__name__, "a YAML mapping with keys name, domain, geometry, course")
+    try:
+        sc = Scenario.model_validate(raw)
+    except ValidationError as err:
+        _raise_validation(err, raw)
+    if sc.geometry.phantom != "nifti" and sc.domain.extent is None:
+        raise ScenarioError("domain.extent", None, "three lengths, e.g. [32 mm, 32 mm, 26 mm], for a phantom")
+    return sc
+
+
+def read_yaml(path: str | Path) -> dict:
+    p = Path(path)
+    if not p.is_file():
+        raise ScenarioError("scenario", str(path), "an existing YAML file or a built-in name (see `tissuefate scenarios`)")
+    try:
+        raw = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown position"
+        raise ScenarioError(f"scenario file {p.name}", f"malformed YAML at {where}",
+                            "valid YAML (check indentation and colons)") from None
+    return raw
+
+
+def builtin_dir():
+    return resources.files("tissuefate").joinpath("scenarios")
+
+
+def builtin_names() -> list[str]:
+    return sorted(p.name.removesuffix(".yaml") for p in builtin_dir().iterdir() if p.name.endswith(".yaml"))
+
+
+DEFAULT_SCENARIO = "clo2_subcutaneous"
+
+
+def resolve_path(name_or_path: str | None) -> Path:
+    if name_or_path is None:
+        name_or_path = DEFAULT_SCENARIO
+    p = Path(name_or_path)
+    if p.suffix in (".yaml", ".yml") or p.exists():
+        return p
+    if name_or_path in builtin_names():
+        return Path(str(builtin_dir().joinpath(f"{name_or_path}.yaml")))
+    raise ScenarioError("scenario", name_or_path, f"a YAML file or one of the built-ins {builtin_names()}")
+
+
+def load_raw(name_or_path: str | None = None, sets: list[str] | None = None) -> tuple[dict, Path]:
+    path = resolve_path(name_or_path)
+    raw = read_yaml(path)
+    if not isinstance(raw, dict):
+        raise ScenarioError(f"scenario file {path.name}", type(raw).__name__, "a YAML mapping")
+    if sets:
+        raw = apply_overrides(raw, sets)
+    return raw, path
+
+
+def load_scenario(name_or_path: str | None = None, sets: list[str] | None = None) -> Scenario:
+    """Load and validate a scenario file or built-in scenario name; raises ScenarioError on bad input."""
+    raw, path = load_raw(name_or_path, sets)
+    sc = validate(raw, str(path))
+    if sc.geometry.phantom == "nifti" and not Path(sc.geometry.path).is_absolute():
+        g = sc.geometry.model_copy(update={"path": str((path.parent / sc.geometry.path).resolve())})
+        sc = sc.model_copy(update={"geometry": g})
+    return sc

@@ -12,6 +12,7 @@ from typing import List, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from .errors import ScenarioError
@@ -23,7 +24,7 @@ err_console = Console(stderr=True)
 
 
 def _fail(err: ScenarioError) -> None:
-    err_console.print(f"[bold red]error:[/] {err}")
+    err_console.print(f"[bold red]error:[/] {escape(str(err))}")
     raise typer.Exit(2)
 
 

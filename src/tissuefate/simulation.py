@@ -1,0 +1,457 @@
+"""Run a scenario: sessions of injection (ClO2 or ethanol) followed by hours of follow-up.
+
+One session is an operator-split loop (Lie splitting, in this order) with adaptive steps:
+
+1. injection mechanics (implicit: dilation, cavity, track backflow) -> volumetric fluxes
+2. advection of every mobile species with those fluxes (conservative, flux-limited, sub-cycled to the
+   positivity limit), needle/cavity sources and vessel/lymph sinks
+3. implicit LOD diffusion of every mobile species
+4. per-voxel reactions (ClO2 chemistry exactly/implicitly per voxel; ethanol dose)
+5. vessel damage -> perfusion (with the perfusion territory and temporary track hemostasis)
+6. death: oxidative / chemical commitment and regulated-necrosis delay, ischemic death
+
+Steps are ``solver.injection_dt`` while injecting and grow geometrically (``solver.dt_growth``) up to
+``solver.max_dt`` during follow-up, hitting every snapshot time and injection end exactly.
+Every transported amount is booked in the ledger (oxidant, ethanol, injectate, fluid volume).
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import time as _time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+from scipy import ndimage
+
+from . import metrics as M
+from .applicators import Needle, make_needle
+from .errors import ScenarioError
+from .io.provenance import provenance
+from .ledger import Ledger
+from .model import TissueModel, build_model
+from .parameters import PROCEDURE, SOLUTE_DIFFUSIVITY, hypotheses_of
+from .physics import death as death_mod
+from .physics import ethanol as eth_mod
+from .physics import oxidant as ox_mod
+from .physics import vessels as ves_mod
+from .physics.injection import InjectionMechanics, MechanicsTissue, NeedleTrack
+from .result import Result
+from .scenario import Scenario, Session, load_raw, validate
+from .tissue_state import TissueState
+from .transport import advect_with_flow, diffuse
+
+K_MAX = 1e-9  # m^2/(Pa s): numerical cap on dilated-tissue conductivity (injection.md §6.4)
+
+
+# ------------------------------------------------------------------------------------------- state
+
+@dataclass
+class SimState:
+    """Named per-voxel fields of one tissue at one moment, plus the conservation ledger."""
+    t: float
+    f: dict[str, np.ndarray]
+    ledger: Ledger = field(default_factory=Ledger)
+
+    @classmethod
+    def initial(cls, model: TissueModel) -> "SimState":
+        p, tm = model.props, model.tissue
+        z = model.grid.zeros
+        state = np.full(model.grid.shape, int(TissueState.NO_TISSUE), dtype=np.int8)
+        state[tm] = int(TissueState.VIABLE)
+        f = {
+            "phi0": np.where(tm, p["interstitial_fraction"], 0.0),
+            "R_fast": np.where(tm, p["reductive_fast"], 0.0), "R_slow": np.where(tm, p["reductive_slow"], 0.0),
+            "N_clo2": z(), "N_chlorite": z(), "N_hocl": z(), "N_ethanol": z(), "N_injectate": z(),
+            "oxidant_exposure": z(), "ethanol_dose": z(),
+            "vessel_integrity": np.where(tm, 1.0, 0.0), "perfusion0": np.where(tm, p["perfusion"], 0.0),
+            "state": state, "commit_time": np.full(model.grid.shape, np.inf),
+            "ischemic_dose": z(), "pressure": z(), "dilation": z(), "cavity_fraction": z(),
+        }
+        f["theta"] = f["phi0"].copy()
+        f["R_fast0"], f["R_slow0"] = f["R_fast"].copy(), f["R_slow"].copy()
+        f["perfusion"] = f["perfusion0"].copy()
+        return cls(0.0, f)
+
+
+# ------------------------------------------------------------------------------------------- helpers
+
+def _aggregate_modulus(E, nu):
+    return E * (1 - nu) / ((1 + nu) * (1 - 2 * nu))
+
+
+def _mechanics_tissue(model: TissueModel, st: SimState) -> MechanicsTissue:
+    p = model.props
+    tm = model.tissue
+    return MechanicsTissue(
+        K0=np.where(tm, p["hydraulic_conductivity"], 0.0), M=p["permeability_exponent"].copy(),
+        K_max=np.full(model.grid.shape, K_MAX),
+        H_A=np.where(tm, _aggregate_modulus(p["drained_youngs_modulus"], np.where(tm, p["poisson_ratio"], 0.3)), 0.0),
+        E_d=p["drained_youngs_modulus"].copy(), nu=np.where(tm, p["poisson_ratio"], 0.3), G_c=p["fracture_energy"].copy(),
+        LpSV=p["vascular_conductance"] * st.f["vessel_integrity"], lymph=p["lymphatic_conductance"].copy(),
+        weak=np.where(tm, p["weak_plane_factor"], 1.0), phi0=st.f["phi0"].copy(),
+        tissue_mask=tm.copy(), sink_mask=(model.vessel | model.air).copy())
+
+
+def _needles(model: TissueModel, session: Session, si: int) -> list[Needle]:
+    return [make_needle(model.grid, model.tissue, inj.tip, inj.direction, inj.gauge,
+                        f"course.sessions[{si}].injections[{j}]") for j, inj in enumerate(session.injections)]
+
+
+def _time_plan(session: Session, sc: Scenario) -> tuple[float, list[float]]:
+    t_inj_end = max(inj.start + inj.volume / inj.rate for inj in session.injections)
+    t_end = t_inj_end + session.follow_up
+    marks = {t_inj_end, t_end}
+    for inj in session.injections:
+        marks.update({inj.start, inj.start + inj.volume / inj.rate})
+    marks.update(s for s in sc.outputs.snapshots if 0 < s < t_end)
+    return t_inj_end, sorted(m for m in marks if m > 0)
+
+
+def _delivered(inj, t0: float, t1: float) -> float:
+    """Injected volume of one injection in [t0, t1]."""
+    a, b = max(t0, inj.start), min(t1, inj.start + inj.volume / inj.rate)
+    return max(b - a, 0.0) * inj.rate
+
+
+# ------------------------------------------------------------------------------------------- session
+
+class SessionRunner:
+    def __init__(self, model: TissueModel, sc: Scenario, session: Session, si: int, st: SimState, progress=None,
+                 progress_span=(0.0, 1.0)):
+        self.model, self.sc, self.session, self.si, self.st = model, sc, session, si, st
+        self.grid = model.grid
+        self.progress, self.span = progress, progress_span
+        self.needles = _needles(model, session, si)
+        self.modality = session.modality
+        agent = session.agent
+        if self.modality == "clo2":
+            if not isinstance(agent, type(session.agent)) or not hasattr(agent, "concentration"):
+                raise ScenarioError(f"course.sessions[{si}].agent", agent, "{concentration: ... ppm} for modality clo2")
+            self.c_in = {"N_clo2": agent.concentration, "N_chlorite": 0.0, "N_hocl": 0.0, "N_injectate": 1.0}
+            self.mu = agent.viscosity
+            self.ox_params = ox_mod.OxidantParams()
+        else:
+            if not hasattr(agent, "formulation"):
+                raise ScenarioError(f"course.sessions[{si}].agent", agent, "{formulation: ethanol|ec6|ec12} for modality ethanol")
+            self.formulation = eth_mod.FORMULATIONS[agent.formulation]
+            self.c_in = {"N_ethanol": agent.ethanol_fraction, "N_injectate": 1.0}
+            self.mu = self.formulation.viscosity
+            self.eth_params = eth_mod.EthanolKillParams()
+        self.D = {"N_clo2": SOLUTE_DIFFUSIVITY["clo2"].value, "N_chlorite": SOLUTE_DIFFUSIVITY["chlorite"].value,
+                  "N_hocl": SOLUTE_DIFFUSIVITY["hocl"].value, "N_injectate": SOLUTE_DIFFUSIVITY["injectate"].value,
+                  "N_ethanol": SOLUTE_DIFFUSIVITY["ethanol"].value}
+        G = model.props["drained_youngs_modulus"] / (2 * (1 + np.where(model.tissue, model.props["poisson_ratio"], 0.3)))
+        seal = PROCEDURE["track_seal_factor"].value
+        tracks = []
+        for n in self.needles:
+            g_track = float(np.mean([G[v] for v in n.track]))
+            tracks.append(NeedleTrack(tip_index=n.tip_index, track=list(n.track), r_n=n.outer_radius,
+                                      sigma_s=seal * g_track, shear_modulus=g_track))
+        self.mech = InjectionMechanics(self.grid, _mechanics_tissue(model, st), tracks, self.mu)
+        self.track_mask = np.zeros(self.grid.shape, dtype=bool)
+        for n in self.needles:
+            for v in n.track:
+                self.track_mask[v] = True
+        self.dV = self.grid.dV
+        self.timeseries: dict[str, list] = {}
+        self.snapshots: list[tuple[float, dict]] = []
+
+    # --------------------------------------------------------------------- one step
+    def step(self, t: float, dt: float) -> None:
+        st, f, L, dV = self.st, self.st.f, self.st.ledger, self.dV
+        q = [_delivered(inj, t, t + dt) / dt for inj in self.session.injections]
+        vol_in = sum(q) * dt
+        theta_old = f["theta"].copy()
+        flow = self.mech.step(dt, q)
+        f["theta"] = theta_old + flow.theta_change
+        np.maximum(f["theta"], 0.0, out=f["theta"])
+        f["pressure"][...] = self.mech.p
+        f["dilation"][...] = self.mech.e
+        f["cavity_fraction"][...] = self.mech.cavity_fraction
+        for name, c_in in self.c_in.items():
+            qty = _quantity(name)
+            L.add_source(qty, "injected", vol_in * c_in)
+            moved = advect_with_flow(f[name], theta_old, f["theta"], flow, dV, c_in)
+            # the injected amount that did not enter a voxel is in the track or went out along it
+            L.add_sink(qty, "backflow", flow.backflow * dt * c_in)
+            L.add_sink(qty, "vessels_lymph", moved["sink"])
+            L.add_sink(qty, "boundary", moved["boundary"])
+            self._track_delta[qty] = c_in
+        for name in self.c_in:
+            diffuse(f[name], f["theta"], f["phi0"], self.model.props["diffusion_hindrance"], self.D[name], dt,
+                    self.grid.spacing)
+        wash = f["perfusion"] * PROCEDURE["chlorite_washout_partition"].value
+        if self.modality == "clo2":
+            booked = ox_mod.react_oxidant(f["N_clo2"], f["N_chlorite"], f["N_hocl"], f["R_fast"], f["R_slow"],
+                                          f["theta"], wash, dt, self.ox_params, exposure=f["oxidant_exposure"])
+            for k, v in booked.items():
+                qty, acct = k.split(":", 1) if ":" in k else ("oxidant", k)
+                L.add_sink(qty, acct, v * dV)
+            c_ox = np.divide(f["N_clo2"], f["theta"], out=np.zeros(self.grid.shape), where=f["theta"] > 0)
+            ves_mod.damage_vessels(f["vessel_integrity"], c_ox, self.model.props["vessel_damage_rate"], dt)
+        else:
+            washed = eth_mod.washout(f["N_ethanol"], f["theta"], wash, dt)
+            L.add_sink("ethanol", "washed_out", washed * dV)
+            c_eth = np.divide(f["N_ethanol"], f["theta"], out=np.zeros(self.grid.shape), where=f["theta"] > 0)
+            eth_mod.update_dose(f["ethanol_dose"], c_eth, dt, self.eth_params)
+        washed_inj = eth_mod.washout(f["N_injectate"], f["theta"], wash, dt)
+        L.add_sink("injectate", "washed_out", washed_inj * dV)
+        self._update_perfusion(t + dt)
+        death_mod.update_death(f, self.model.props, t + dt, dt, self.modality)
+
+    def _update_perfusion(self, t: float) -> None:
+        f = self.st.f
+        ell = PROCEDURE["perfusion_territory"].value
+        v = f["vessel_integrity"]
+        if ell > 0:
+            sig = [ell / h for h in self.grid.spacing]
+            w = ndimage.gaussian_filter(self.model.tissue.astype(float), sig, mode="nearest")
+            vs = ndimage.gaussian_filter(v * self.model.tissue, sig, mode="nearest")
+            v = np.divide(vs, w, out=np.zeros_like(vs), where=w > 1e-12)
+        perf = f["perfusion0"] * np.clip(v, 0.0, 1.0)
+        if t < PROCEDURE["hemostasis_time"].value:
+            perf[self.track_mask] = 0.0
+        f["perfusion"] = perf
+
+    # --------------------------------------------------------------------- loop
+    def run(self) -> None:
+        sc, session = self.sc, self.session
+        t_inj_end, marks = _time_plan(session, sc)
+        self.t_inj_end = t_inj_end
+        t_end = marks[-1]
+        self._track_delta = {}
+        t, dt = 0.0, sc.solver.injection_dt
+        self._record(0.0)
+        self._snapshot(0.0)
+        snaps = sorted({s for s in sc.outputs.snapshots if 0 < s <= t_end} | {t_end})
+        wall0 = _time.time()
+        while t < t_end - 1e-9:
+            injecting = t < t_inj_end - 1e-9
+            if injecting:
+                dt = sc.solver.injection_dt
+            else:
+                dt = min(dt * sc.solver.dt_growth, sc.solver.max_dt)
+            nxt = min(m for m in marks if m > t + 1e-9)
+            if t + dt > nxt - 1e-9 or nxt - (t + dt) < 0.2 * dt:
+                dt = nxt - t
+            self.step(t, dt)
+            t += dt
+            self.st.t = t
+            self._record(t)
+            if any(abs(t - s) < 1e-6 for s in snaps):
+                self._snapshot(t)
+            if self.progress:
+                frac = np.log1p(t / 60.0) / np.log1p(t_end / 60.0)
+                a, b = self.span
+                self.progress(a + (b - a) * frac, f"t = {t / 3600:.2f} h")
+        self.wall = _time.time() - wall0
+
+    # --------------------------------------------------------------------- records
+    def _record(self, t: float) -> None:
+        f, dV, m = self.st.f, self.dV, self.model
+        tumor = m.mask("tumor")
+        dead = M.dead_mask(f["state"])
+        ts = self.timeseries
+        budget = self.mech.volume_budget()
+        row = {
+            "t_s": t,
+            "peak_pressure_kpa": float(np.max(f["pressure"])) / 1e3 if t > 0 else 0.0,
+            "necrotic_tumor_ml": M.volume_ml(tumor & dead, dV),
+            "viable_tumor_ml": M.viable_tumor_ml(tumor, f["state"], dV),
+            "normal_tissue_necrosis_ml": M.normal_tissue_necrosis_ml(m.tissue, tumor, f["state"], dV),
+            "committed_ml": M.committed_ml(f["commit_time"], f["state"], dV),
+            "oxidant_free_mmol": float(np.sum(f["N_clo2"])) * dV * 1e3,
+        }
+        for k, v in budget.items():
+            if k != "injected":
+                row[f"volume_{k}"] = v * 1e6
+        for k, v in row.items():
+            ts.setdefault(k, []).append(v)
+
+    def _snapshot(self, t: float) -> None:
+        f = self.st.f
+        R0 = f["R_fast0"] + f["R_slow0"]
+        snap = {
+            "tissue_state": f["state"].copy(),
+            "injected_liquid": f["N_injectate"].astype(np.float32),
+            "pressure": f["pressure"].astype(np.float32),
+            "dilation": f["dilation"].astype(np.float32),
+            "cavity_fraction": f["cavity_fraction"].astype(np.float32),
+            "vessel_integrity": f["vessel_integrity"].astype(np.float32),
+            "perfusion": f["perfusion"].astype(np.float32),
+        }
+        if self.modality == "clo2":
+            snap["oxidant"] = np.divide(f["N_clo2"], f["theta"], out=np.zeros_like(R0), where=f["theta"] > 0).astype(np.float32)
+            snap["chlorite"] = np.divide(f["N_chlorite"], f["theta"], out=np.zeros_like(R0), where=f["theta"] > 0).astype(np.float32)
+            snap["oxidant_exposure"] = f["oxidant_exposure"].astype(np.float32)
+            snap["reductive_fast_left"] = np.divide(f["R_fast"], f["R_fast0"], out=np.ones_like(R0), where=f["R_fast0"] > 0).astype(np.float32)
+            snap["reductive_total_left"] = np.divide(f["R_fast"] + f["R_slow"], R0, out=np.ones_like(R0), where=R0 > 0).astype(np.float32)
+        else:
+            snap["ethanol"] = np.divide(f["N_ethanol"], f["theta"], out=np.zeros_like(R0), where=f["theta"] > 0).astype(np.float32)
+            snap["ethanol_dose"] = f["ethanol_dose"].astype(np.float32)
+        self.snapshots.append((t, snap))
+
+
+def _quantity(species: str) -> str:
+    return {"N_clo2": "oxidant", "N_chlorite": "chlorite", "N_hocl": "hocl", "N_ethanol": "ethanol",
+            "N_injectate": "injectate"}[species]
+
+
+# ------------------------------------------------------------------------------------------- results
+
+FIELD_ATTRS = {
+    "labels": ("1", "tissue label (see label_table attribute)"),
+    "tissue_state": ("1", "tissue state code: " + ", ".join(f"{s.value}={s.name.lower()}" for s in TissueState)),
+    "injected_liquid": ("m3/m3", "injected liquid volume per tissue volume"),
+    "pressure": ("Pa", "interstitial/cavity pressure above baseline"),
+    "dilation": ("1", "tissue volumetric dilation e"),
+    "cavity_fraction": ("1", "fraction of the voxel opened as injection cavity"),
+    "vessel_integrity": ("1", "microvessel integrity (1 intact, 0 destroyed)"),
+    "perfusion": ("s-1", "blood perfusion"),
+    "oxidant": ("mol m-3", "ClO2 concentration in tissue liquid"),
+    "chlorite": ("mol m-3", "chlorite concentration in tissue liquid"),
+    "oxidant_exposure": ("mol s m-3", "time integral of ClO2 liquid concentration"),
+    "reductive_fast_left": ("1", "fast reductive pool left, fraction of initial"),
+    "reductive_total_left": ("1", "total reductive capacity left, fraction of initial"),
+    "ethanol": ("1", "ethanol volume fraction in tissue liquid"),
+    "ethanol_dose": ("1", "ethanol kill dose Omega (necrosis at 1)"),
+}
+
+
+def _dataset(model: TissueModel, snaps: list[tuple[float, dict]], sc: Scenario, t_offset: float) -> xr.Dataset:
+    g = model.grid
+    coords = {"time": ("time", np.array([t + t_offset for t, _ in snaps]), {"units": "s", "long_name": "time since course start"}),
+              "x": ("x", g.axis(0) * 1e3, {"units": "mm"}), "y": ("y", g.axis(1) * 1e3, {"units": "mm"}),
+              "z": ("z", g.axis(2) * 1e3, {"units": "mm", "long_name": "height (0 = tissue surface for phantoms)"})}
+    data = {"labels": (("x", "y", "z"), model.labels.astype(np.uint8))}
+    for name in snaps[0][1]:
+        data[name] = (("time", "x", "y", "z"), np.stack([s[name] for _, s in snaps]))
+    ds = xr.Dataset(data, coords=coords)
+    for name, (unit, long) in FIELD_ATTRS.items():
+        if name in ds:
+            ds[name].attrs.update(units=unit, long_name=long)
+    ds.attrs.update(scenario=sc.name, spacing_mm=[h * 1e3 for h in g.spacing], origin_mm=[o * 1e3 for o in g.origin],
+                    affine_mm=np.asarray(g.affine_mm).ravel().tolist(),
+                    label_table=str({int(k): v for k, v in model.label_table.items()}),
+                    disclaimer="Research software, not a medical device; no dosing advice.")
+    return ds
+
+
+def _stoichiometric_bound_ml(model: TissueModel, n_injected_mol: float) -> float:
+    """Most tissue the injected oxidant could ever kill by exhausting the lethal part of its reductive pool."""
+    lethal = []
+    for name in model.tissues_present():
+        if name in model.library.tissues:
+            lib = model.library
+            lethal.append(lib.value(name, "oxidative_death_threshold") * lib.value(name, "reductive_fast"))
+    return ves_mod.stoichiometric_bound_volume(n_injected_mol, min(lethal)) * 1e6 if lethal else 0.0
+
+
+def run_scenario(scenario, out=None, progress=None, scenario_raw=None) -> Result:
+    started = _dt.datetime.now(_dt.timezone.utc)
+    wall0 = _time.time()
+    if isinstance(scenario, (str, Path)) or scenario is None:
+        raw, path = load_raw(scenario)
+        sc = validate(raw, str(path))
+    else:
+        sc = scenario
+        raw = scenario_raw if scenario_raw is not None else sc.model_dump(mode="json")
+    np.random.seed(sc.seed)
+    model = build_model(sc)
+    st = SimState.initial(model)
+    all_snaps, ts_all, runners = [], {}, []
+    t_offset = 0.0
+    n = len(sc.course.sessions)
+    for si, session in enumerate(sc.course.sessions):
+        t_offset = session.day * 86400.0
+        r = SessionRunner(model, sc, session, si, st, progress, (si / n, (si + 1) / n))
+        r.run()
+        runners.append(r)
+        all_snaps.extend((t + t_offset, s) for t, s in r.snapshots)
+        for k, v in r.timeseries.items():
+            vals = [x + t_offset for x in v] if k == "t_s" else v
+            ts_all.setdefault(k, []).extend(vals)
+    metrics = compute_metrics(model, sc, st, runners, ts_all)
+    metrics["runtime_s"] = _time.time() - wall0
+    ds = _dataset(model, all_snaps, sc, 0.0)
+    prov = provenance(sc.seed, metrics["runtime_s"], started)
+    extras = {"needle_tips_index": [list(nd.tip_index) for nd in runners[0].needles],
+              "label_table": {int(k): v for k, v in model.label_table.items()},
+              "injection_end_s": runners[0].t_inj_end}
+    result = Result(raw, sc.model_dump(mode="json"), metrics, ds, prov, extras=extras)
+    if out is not None:
+        from .io.run_folder import write_run
+        write_run(result, Path(out), figures=sc.outputs.figures, vtk=sc.outputs.vtk)
+    return result
+
+
+def compute_metrics(model: TissueModel, sc: Scenario, st: SimState, runners, ts) -> dict:
+    f, dV, L = st.f, model.grid.dV, st.ledger
+    tumor = model.mask("tumor")
+    state = f["state"]
+    injected_ml = sum(inj.volume for s in sc.course.sessions for inj in s.injections) * 1e6
+    # fluid (volume) balance from the mechanics' own ledger, summed over sessions
+    fluid_in, fluid_res, budgets = 0.0, 0.0, []
+    for r in runners:
+        b = r.mech.volume_budget()
+        budgets.append(b)
+        dest = sum(v for k, v in b.items() if k != "injected")
+        fluid_in += b["injected"]
+        fluid_res += b["injected"] - dest
+    stocks_track = {}
+    for r in runners:
+        vt = r.mech.volume_budget().get("track", 0.0)
+        for name, c_in in r.c_in.items():
+            q = _quantity(name)
+            stocks_track[q] = stocks_track.get(q, 0.0) + vt * c_in
+    balances = {}
+    for name in ("N_clo2", "N_chlorite", "N_hocl", "N_ethanol", "N_injectate"):
+        q = _quantity(name)
+        if L.total_in(q) == 0 and L.total_out(q) == 0 and not np.any(f[name]):
+            continue
+        balances[q] = L.balance(q, {"free_in_tissue": float(np.sum(f[name])) * dV, "in_track": stocks_track.get(q, 0.0)})
+    # produced species (chlorite, HOCl) have their production booked as a source by the kernel
+    ox = balances.get("oxidant")
+    n_ox_in = L.total_in("oxidant")
+    consumed = sum(v for k, v in L.sinks["oxidant"].items() if k.startswith("consumed")) if ox else 0.0
+    hyps = model.library.hypotheses(model.tissues_present())
+    hyps += hypotheses_of(list(PROCEDURE.values()) + list(SOLUTE_DIFFUSIVITY.values()))
+    if any(s.modality == "clo2" for s in sc.course.sessions):
+        hyps += ox_mod.OxidantParams().hypotheses()
+    if any(s.modality == "ethanol" for s in sc.course.sessions):
+        hyps += eth_mod.EthanolKillParams().hypotheses()
+    m = {
+        "scenario": sc.name,
+        "disclaimer": "Research software, not a medical device; no dosing advice.",
+        "tumor_volume_ml": M.tumor_volume_ml(tumor, dV),
+        "viable_tumor_ml": M.viable_tumor_ml(tumor, state, dV),
+        "necrotic_tumor_fraction": M.necrotic_tumor_fraction(tumor, state),
+        "normal_tissue_necrosis_ml": M.normal_tissue_necrosis_ml(model.tissue, tumor, state, dV),
+        "necrosis_beyond_tumor_mm": M.necrosis_beyond_tumor_mm(tumor, state, model.grid.spacing),
+        "necrosis_by_cause_ml": M.necrosis_by_cause_ml(state, dV),
+        "committed_not_yet_necrotic_ml": M.committed_ml(f["commit_time"], state, dV),
+        "injected_ml": injected_ml,
+        "peak_pressure_kpa": float(max(ts["peak_pressure_kpa"])),
+        "backflow_ml": sum(b.get("backflow_out", 0.0) for b in budgets) * 1e6,
+        "oxidant_injected_mmol": n_ox_in * 1e3,
+        "oxidant_consumed_mmol": consumed * 1e3,
+        "oxidant_balance_rel_error": ox["rel_error"] if ox else 0.0,
+        "fluid_balance_rel_error": abs(fluid_res) / fluid_in if fluid_in > 0 else 0.0,
+        "stoichiometric_bound_ml": _stoichiometric_bound_ml(model, n_ox_in) if n_ox_in > 0 else 0.0,
+        "volume_budget_ml": {k: v * 1e6 for k, v in _sum_dicts(budgets).items()},
+        "balances": balances,
+        "hypotheses": hyps,
+        "grid": {"shape": list(model.grid.shape), "voxel_mm": [h * 1e3 for h in model.grid.spacing]},
+        "timeseries": ts,
+    }
+    return m
+
+
+def _sum_dicts(ds):
+    out = {}
+    for d in ds:
+        for k, v in d.items():
+            out[k] = out.get(k, 0.0) + v
+    return out

@@ -24,8 +24,6 @@ SOLUTE_DIFFUSIVITY = {
 }
 
 PROCEDURE = {
-    "hemostasis_time": _p("hemostasis_time", 600.0, "s", "hypothesis: temporary (not sealing) hemostasis of the needle track",
-                          True, (120.0, 1800.0)),
     "perfusion_territory": _p("perfusion_territory", 1.0e-3, "m",
                               "hypothesis: perfusion of a voxel follows the vessel integrity within this distance "
                               "(feeding vessels), which lets vessel damage cause ischemia beyond the oxidised zone",
@@ -43,4 +41,46 @@ def hypotheses_of(params) -> list[dict]:
         if p.hypothesis:
             rows.append({"name": p.name, "value": p.value, "unit": p.unit, "range": list(p.range) if p.range else None,
                          "source": p.source})
+    return rows
+
+
+# Hypothesis parameters of the process modules' parameter objects: field -> (unit, range (SI), source).
+# Values are read from the objects actually used, so overrides show up in the results.
+MODULE_HYPOTHESES = {
+    "OxidantParams": {
+        "k_clo2_slow": ("m^3/(mol s)", (30.0, 4.0e3), "hypothesis: mix of Tyr (3.6e5 M^-1s^-1 [D]), NADH (3.9e6 [V]), Trp (3.4e4 [R])"),
+        "k_clo2_decay": ("1/s", (0.0, 1e-4), "hypothesis: self-decay negligible at pH 7.4 (Odeh 2002 [V] qualitative)"),
+        "yield_chlorite_fast": ("mol/mol", (0.3, 1.0), "hypothesis: complement of the HOCl yield"),
+        "k_hocl_fast": ("m^3/(mol s)", (1.0, 1.0e5), "hypothesis: HOCl + thiols 1e7 M^-1 s^-1"),
+        "k_hocl_slow": ("m^3/(mol s)", (0.0, 1.0e2), "hypothesis"),
+        "k_chlorite_fast": ("m^3/(mol s)", (1e-4, 1.0), "hypothesis: chlorite much slower than ClO2, acid-assisted (Ison 2006 [R])"),
+        "k_chlorite_slow": ("m^3/(mol s)", (0.0, 1e-2), "hypothesis"),
+    },
+    "DeathParams": {
+        "slow_pool_threshold": ("1", (0.2, 1.0), "hypothesis: fraction of the slow pool consumed that commits a cell"),
+        "tau_oxidative": ("s", (600.0, 21600.0), "hypothesis: regulated-necrosis completion time constant"),
+        "tau_chemical": ("s", (0.0, 600.0), "hypothesis: delay after the ethanol dose reaches 1"),
+        "tau_ischemic": ("s", (0.0, 3600.0), "hypothesis: delay after the ischemic tolerance is exceeded"),
+    },
+    "VesselParams": {
+        "k_clo2_tumor": ("m^3/(mol s)", (0.1, 30.0), "hypothesis: tumour microvessel loss per ClO2 exposure"),
+        "k_clo2_normal": ("m^3/(mol s)", (0.1, 30.0), "hypothesis: normal microvessel loss per ClO2 exposure"),
+        "k_ethanol_tumor": ("1", (0.5, 10.0), "hypothesis: tumour microvessel loss per unit ethanol dose"),
+        "k_ethanol_normal": ("1", (0.5, 10.0), "hypothesis: normal microvessel loss per unit ethanol dose"),
+        "hemostasis_time": ("s", (60.0, 900.0), "hypothesis: temporary (not sealing) hemostasis of the needle track"),
+        "tau_recovery": ("s", (0.0, 600.0), "hypothesis: recovery of track perfusion after hemostasis"),
+    },
+    "EthanolKillParams": {
+        "c_min": ("1", (0.02, 0.1), "hypothesis: no acute kill below ~5 % ethanol (HepG2 [V])"),
+    },
+}
+
+
+def module_hypotheses(obj) -> list[dict]:
+    rows = []
+    for fname, (unit, rng, src) in MODULE_HYPOTHESES.get(type(obj).__name__, {}).items():
+        v = getattr(obj, fname)
+        if isinstance(v, (int, float)):
+            rows.append({"name": f"{type(obj).__name__}.{fname}", "value": float(v), "unit": unit,
+                         "range": list(rng), "source": src})
     return rows

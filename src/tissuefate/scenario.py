@@ -139,12 +139,13 @@ class ClO2Agent(Strict):
 
 class EthanolAgent(Strict):
     formulation: Literal["ethanol", "ec6", "ec12"] = "ethanol"
-    ethanol_fraction: Annotated[float, BeforeValidator(partial(_si, "dimensionless"))] = 0.99
+    ethanol_fraction: Annotated[float, BeforeValidator(partial(_si, "dimensionless"))] | None = Field(
+        None, description="ethanol volume fraction of the injectate; default: the formulation's")
 
     @field_validator("ethanol_fraction")
     @classmethod
     def _frac(cls, v):
-        if not (0 < v <= 1):
+        if v is not None and not (0 < v <= 1):
             raise ValueError("expected a volume fraction in (0, 1], e.g. '99 %'")
         return v
 
@@ -224,6 +225,8 @@ def apply_overrides(raw: dict, sets: list[str]) -> dict:
         node = tree
         for i, part in enumerate(parts[:-1]):
             nxt = int(part) if part.isdigit() else part
+            if isinstance(node, dict) and nxt not in node:
+                node[nxt] = {}   # a section not written in the file (pydantic rejects unknown ones)
             try:
                 node = node[nxt]
             except (KeyError, IndexError, TypeError):

@@ -31,7 +31,7 @@ from .errors import ScenarioError
 from .io.provenance import provenance
 from .ledger import Ledger
 from .model import TissueModel, build_model
-from .parameters import PROCEDURE, SOLUTE_DIFFUSIVITY, hypotheses_of
+from .parameters import PROCEDURE, SOLUTE_DIFFUSIVITY, hypotheses_of, module_hypotheses
 from .physics import death as death_mod
 from .physics import ethanol as eth_mod
 from .physics import oxidant as ox_mod
@@ -53,6 +53,7 @@ class SimState:
     t: float
     f: dict[str, np.ndarray]
     ledger: Ledger = field(default_factory=Ledger)
+    death: "death_mod.DeathFields | None" = None
 
     @classmethod
     def initial(cls, model: TissueModel) -> "SimState":
@@ -66,13 +67,12 @@ class SimState:
             "N_clo2": z(), "N_chlorite": z(), "N_hocl": z(), "N_ethanol": z(), "N_injectate": z(),
             "oxidant_exposure": z(), "ethanol_dose": z(),
             "vessel_integrity": np.where(tm, 1.0, 0.0), "perfusion0": np.where(tm, p["perfusion"], 0.0),
-            "state": state, "commit_time": np.full(model.grid.shape, np.inf),
-            "ischemic_dose": z(), "pressure": z(), "dilation": z(), "cavity_fraction": z(),
+            "state": state, "pressure": z(), "dilation": z(), "cavity_fraction": z(),
         }
         f["theta"] = f["phi0"].copy()
         f["R_fast0"], f["R_slow0"] = f["R_fast"].copy(), f["R_slow"].copy()
         f["perfusion"] = f["perfusion0"].copy()
-        return cls(0.0, f)
+        return cls(0.0, f, death=death_mod.DeathFields.zeros(model.grid.shape))
 
 
 # ------------------------------------------------------------------------------------------- helpers
@@ -84,11 +84,13 @@ def _aggregate_modulus(E, nu):
 def _mechanics_tissue(model: TissueModel, st: SimState) -> MechanicsTissue:
     p = model.props
     tm = model.tissue
+    # non-tissue voxels are masked out of the mechanics; give them harmless finite moduli
+    E = np.where(tm, p["drained_youngs_modulus"], 1e4)
+    nu = np.where(tm, p["poisson_ratio"], 0.3)
     return MechanicsTissue(
         K0=np.where(tm, p["hydraulic_conductivity"], 0.0), M=p["permeability_exponent"].copy(),
         K_max=np.full(model.grid.shape, K_MAX),
-        H_A=np.where(tm, _aggregate_modulus(p["drained_youngs_modulus"], np.where(tm, p["poisson_ratio"], 0.3)), 0.0),
-        E_d=p["drained_youngs_modulus"].copy(), nu=np.where(tm, p["poisson_ratio"], 0.3), G_c=p["fracture_energy"].copy(),
+        H_A=_aggregate_modulus(E, nu), E_d=E, nu=nu, G_c=np.where(tm, p["fracture_energy"], 100.0),
         LpSV=p["vascular_conductance"] * st.f["vessel_integrity"], lymph=p["lymphatic_conductance"].copy(),
         weak=np.where(tm, p["weak_plane_factor"], 1.0), phi0=st.f["phi0"].copy(),
         tissue_mask=tm.copy(), sink_mask=(model.vessel | model.air).copy())
@@ -135,10 +137,16 @@ class SessionRunner:
         else:
             if not hasattr(agent, "formulation"):
                 raise ScenarioError(f"course.sessions[{si}].agent", agent, "{formulation: ethanol|ec6|ec12} for modality ethanol")
-            self.formulation = eth_mod.FORMULATIONS[agent.formulation]
-            self.c_in = {"N_ethanol": agent.ethanol_fraction, "N_injectate": 1.0}
+            self.formulation = eth_mod.formulation(agent.formulation)
+            frac = agent.ethanol_fraction if agent.ethanol_fraction is not None else self.formulation.ethanol_fraction
+            self.c_in = {"N_ethanol": frac, "N_injectate": 1.0}
             self.mu = self.formulation.viscosity
             self.eth_params = eth_mod.EthanolKillParams()
+        self.tumor = model.mask("tumor")
+        self.vessel_params = ves_mod.VesselParams()
+        self.death_params = death_mod.DeathParams(
+            fast_pool_threshold=np.where(model.tissue, model.props["oxidative_death_threshold"], 1.0),
+            ischemia_tolerance=np.where(model.tissue, model.props["ischemic_tolerance"], np.inf))
         self.D = {"N_clo2": SOLUTE_DIFFUSIVITY["clo2"].value, "N_chlorite": SOLUTE_DIFFUSIVITY["chlorite"].value,
                   "N_hocl": SOLUTE_DIFFUSIVITY["hocl"].value, "N_injectate": SOLUTE_DIFFUSIVITY["injectate"].value,
                   "N_ethanol": SOLUTE_DIFFUSIVITY["ethanol"].value}
@@ -149,7 +157,9 @@ class SessionRunner:
             g_track = float(np.mean([G[v] for v in n.track]))
             tracks.append(NeedleTrack(tip_index=n.tip_index, track=list(n.track), r_n=n.outer_radius,
                                       sigma_s=seal * g_track, shear_modulus=g_track))
-        self.mech = InjectionMechanics(self.grid, _mechanics_tissue(model, st), tracks, self.mu)
+        mt = _mechanics_tissue(model, st)
+        self.LpSV0 = np.where(model.tissue, model.props["vascular_conductance"], 0.0)
+        self.mech = InjectionMechanics(self.grid, mt, tracks, self.mu)
         self.track_mask = np.zeros(self.grid.shape, dtype=bool)
         for n in self.needles:
             for v in n.track:
@@ -166,54 +176,78 @@ class SessionRunner:
         theta_old = f["theta"].copy()
         flow = self.mech.step(dt, q)
         f["theta"] = theta_old + flow.theta_change
-        np.maximum(f["theta"], 0.0, out=f["theta"])
         f["pressure"][...] = self.mech.p
         f["dilation"][...] = self.mech.e
         f["cavity_fraction"][...] = self.mech.cavity_fraction
+        # 2. advection, sources and sinks
         for name, c_in in self.c_in.items():
             qty = _quantity(name)
             L.add_source(qty, "injected", vol_in * c_in)
             moved = advect_with_flow(f[name], theta_old, f["theta"], flow, dV, c_in)
-            # the injected amount that did not enter a voxel is in the track or went out along it
+            # injected amount that never entered a voxel: out along the track (the track's stock is measured)
             L.add_sink(qty, "backflow", flow.backflow * dt * c_in)
             L.add_sink(qty, "vessels_lymph", moved["sink"])
             L.add_sink(qty, "boundary", moved["boundary"])
-            self._track_delta[qty] = c_in
+        # 3. diffusion
+        hind = self.model.props["diffusion_hindrance"]
         for name in self.c_in:
-            diffuse(f[name], f["theta"], f["phi0"], self.model.props["diffusion_hindrance"], self.D[name], dt,
-                    self.grid.spacing)
+            diffuse(f[name], f["theta"], f["phi0"], hind, self._diffusivity(name), dt, self.grid.spacing)
+        for name in ("N_chlorite", "N_hocl"):
+            if self.modality == "clo2":
+                diffuse(f[name], f["theta"], f["phi0"], hind, self.D[name], dt, self.grid.spacing)
+        # 4. reactions (washout by perfusion: loss rate perfusion * c per tissue volume)
         wash = f["perfusion"] * PROCEDURE["chlorite_washout_partition"].value
         if self.modality == "clo2":
-            booked = ox_mod.react_oxidant(f["N_clo2"], f["N_chlorite"], f["N_hocl"], f["R_fast"], f["R_slow"],
-                                          f["theta"], wash, dt, self.ox_params, exposure=f["oxidant_exposure"])
-            for k, v in booked.items():
-                qty, acct = k.split(":", 1) if ":" in k else ("oxidant", k)
-                L.add_sink(qty, acct, v * dV)
-            c_ox = np.divide(f["N_clo2"], f["theta"], out=np.zeros(self.grid.shape), where=f["theta"] > 0)
-            ves_mod.damage_vessels(f["vessel_integrity"], c_ox, self.model.props["vessel_damage_rate"], dt)
+            expo_before = f["oxidant_exposure"].copy()
+            b = ox_mod.react_oxidant(f["N_clo2"], f["N_chlorite"], f["N_hocl"], f["R_fast"], f["R_slow"],
+                                     f["theta"], wash, dt, self.ox_params, exposure=f["oxidant_exposure"])
+            L.add_sink("oxidant", "consumed_fast", b["clo2_consumed_fast"] * dV)
+            L.add_sink("oxidant", "consumed_slow", b["clo2_consumed_slow"] * dV)
+            L.add_sink("oxidant", "decayed", b["clo2_decayed"] * dV)
+            L.add_sink("oxidant", "washed_out", b["clo2_washout"] * dV)
+            for sp in ("chlorite", "hocl"):
+                L.add_source(sp, "produced", b[f"{sp}_produced"] * dV)
+                L.add_sink(sp, "consumed_fast", b[f"{sp}_consumed_fast"] * dV)
+                L.add_sink(sp, "consumed_slow", b[f"{sp}_consumed_slow"] * dV)
+                L.add_sink(sp, "washed_out", b[f"{sp}_washout"] * dV)
+            ves_mod.update_vessels(f["vessel_integrity"], f["oxidant_exposure"] - expo_before, 0.0, self.tumor,
+                                   self.vessel_params)
         else:
-            washed = eth_mod.washout(f["N_ethanol"], f["theta"], wash, dt)
-            L.add_sink("ethanol", "washed_out", washed * dV)
-            c_eth = np.divide(f["N_ethanol"], f["theta"], out=np.zeros(self.grid.shape), where=f["theta"] > 0)
-            eth_mod.update_dose(f["ethanol_dose"], c_eth, dt, self.eth_params)
-        washed_inj = eth_mod.washout(f["N_injectate"], f["theta"], wash, dt)
-        L.add_sink("injectate", "washed_out", washed_inj * dV)
+            dose_before = f["ethanol_dose"].copy()
+            b = eth_mod.react_ethanol(f["N_ethanol"], f["theta"], wash, f["ethanol_dose"], dt, self.eth_params)
+            L.add_sink("ethanol", "washed_out", b["ethanol_washout"] * dV)
+            ves_mod.update_vessels(f["vessel_integrity"], 0.0, f["ethanol_dose"] - dose_before, self.tumor,
+                                   self.vessel_params)
+        # 5. perfusion (the perfusion that holds during the next step), vascular leak follows the vessels
+        perf_step = f["perfusion"].copy()
         self._update_perfusion(t + dt)
-        death_mod.update_death(f, self.model.props, t + dt, dt, self.modality)
+        # 6. death
+        death_mod.update_death(f["state"], st.death, t, dt, self.death_params,
+                               R_f=f["R_fast"], R_f0=f["R_fast0"], R_s=f["R_slow"], R_s0=f["R_slow0"],
+                               omega=f["ethanol_dose"] if self.modality == "ethanol" else None,
+                               perfusion=perf_step, perfusion0=f["perfusion0"])
+
+    def _diffusivity(self, name: str):
+        if name == "N_ethanol" and np.isfinite(self.formulation.gel_threshold):
+            f = self.st.f
+            theta = np.maximum(f["theta"], 1e-30)
+            injectate = f["N_injectate"] / theta
+            water = 1.0 - f["N_ethanol"] / theta
+            gel = (injectate > 0.05) & (water >= self.formulation.gel_threshold)
+            return np.where(gel, self.formulation.D_gel, self.D[name])
+        return self.D[name]
 
     def _update_perfusion(self, t: float) -> None:
         f = self.st.f
         ell = PROCEDURE["perfusion_territory"].value
         v = f["vessel_integrity"]
-        if ell > 0:
+        if ell > 0 and np.any(v < 1.0):
             sig = [ell / h for h in self.grid.spacing]
             w = ndimage.gaussian_filter(self.model.tissue.astype(float), sig, mode="nearest")
             vs = ndimage.gaussian_filter(v * self.model.tissue, sig, mode="nearest")
             v = np.divide(vs, w, out=np.zeros_like(vs), where=w > 1e-12)
-        perf = f["perfusion0"] * np.clip(v, 0.0, 1.0)
-        if t < PROCEDURE["hemostasis_time"].value:
-            perf[self.track_mask] = 0.0
-        f["perfusion"] = perf
+        f["perfusion"] = ves_mod.perfusion_field(f["perfusion0"], np.clip(v, 0.0, 1.0), self.track_mask, t, 0.0,
+                                                 self.vessel_params)
 
     # --------------------------------------------------------------------- loop
     def run(self) -> None:
@@ -221,7 +255,6 @@ class SessionRunner:
         t_inj_end, marks = _time_plan(session, sc)
         self.t_inj_end = t_inj_end
         t_end = marks[-1]
-        self._track_delta = {}
         t, dt = 0.0, sc.solver.injection_dt
         self._record(0.0)
         self._snapshot(0.0)
@@ -261,7 +294,7 @@ class SessionRunner:
             "necrotic_tumor_ml": M.volume_ml(tumor & dead, dV),
             "viable_tumor_ml": M.viable_tumor_ml(tumor, f["state"], dV),
             "normal_tissue_necrosis_ml": M.normal_tissue_necrosis_ml(m.tissue, tumor, f["state"], dV),
-            "committed_ml": M.committed_ml(f["commit_time"], f["state"], dV),
+            "committed_ml": M.committed_ml(self.st.death.commit_time, f["state"], dV),
             "oxidant_free_mmol": float(np.sum(f["N_clo2"])) * dV * 1e3,
         }
         for k, v in budget.items():
@@ -341,12 +374,16 @@ def _dataset(model: TissueModel, snaps: list[tuple[float, dict]], sc: Scenario, 
 
 def _stoichiometric_bound_ml(model: TissueModel, n_injected_mol: float) -> float:
     """Most tissue the injected oxidant could ever kill by exhausting the lethal part of its reductive pool."""
-    lethal = []
-    for name in model.tissues_present():
-        if name in model.library.tissues:
-            lib = model.library
-            lethal.append(lib.value(name, "oxidative_death_threshold") * lib.value(name, "reductive_fast"))
-    return ves_mod.stoichiometric_bound_volume(n_injected_mol, min(lethal)) * 1e6 if lethal else 0.0
+    lib = model.library
+    names = [n for n in model.tissues_present() if n in lib.tissues]
+    if not names:
+        return 0.0
+    lethal_f = [lib.value(n, "reductive_fast") for n in names]
+    lethal_s = [lib.value(n, "reductive_slow") for n in names]
+    thr = [lib.value(n, "oxidative_death_threshold") for n in names]
+    lethal_per_m3 = death_mod.lethal_clo2_per_m3(np.asarray(lethal_f), np.asarray(lethal_s), death_mod.DeathParams(
+        fast_pool_threshold=np.asarray(thr)), ox_mod.OxidantParams())
+    return death_mod.stoichiometric_bound_volume(n_injected_mol, lethal_per_m3) * 1e6
 
 
 def run_scenario(scenario, out=None, progress=None, scenario_raw=None) -> Result:
@@ -418,10 +455,12 @@ def compute_metrics(model: TissueModel, sc: Scenario, st: SimState, runners, ts)
     consumed = sum(v for k, v in L.sinks["oxidant"].items() if k.startswith("consumed")) if ox else 0.0
     hyps = model.library.hypotheses(model.tissues_present())
     hyps += hypotheses_of(list(PROCEDURE.values()) + list(SOLUTE_DIFFUSIVITY.values()))
+    r0 = runners[0]
+    hyps += module_hypotheses(r0.death_params) + module_hypotheses(r0.vessel_params)
     if any(s.modality == "clo2" for s in sc.course.sessions):
-        hyps += ox_mod.OxidantParams().hypotheses()
+        hyps += module_hypotheses(ox_mod.OxidantParams())
     if any(s.modality == "ethanol" for s in sc.course.sessions):
-        hyps += eth_mod.EthanolKillParams().hypotheses()
+        hyps += module_hypotheses(eth_mod.EthanolKillParams())
     m = {
         "scenario": sc.name,
         "disclaimer": "Research software, not a medical device; no dosing advice.",
@@ -431,7 +470,7 @@ def compute_metrics(model: TissueModel, sc: Scenario, st: SimState, runners, ts)
         "normal_tissue_necrosis_ml": M.normal_tissue_necrosis_ml(model.tissue, tumor, state, dV),
         "necrosis_beyond_tumor_mm": M.necrosis_beyond_tumor_mm(tumor, state, model.grid.spacing),
         "necrosis_by_cause_ml": M.necrosis_by_cause_ml(state, dV),
-        "committed_not_yet_necrotic_ml": M.committed_ml(f["commit_time"], state, dV),
+        "committed_not_yet_necrotic_ml": M.committed_ml(st.death.commit_time, state, dV),
         "injected_ml": injected_ml,
         "peak_pressure_kpa": float(max(ts["peak_pressure_kpa"])),
         "backflow_ml": sum(b.get("backflow_out", 0.0) for b in budgets) * 1e6,

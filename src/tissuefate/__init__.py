@@ -8,6 +8,13 @@ Research software, not a medical device; nothing it computes is dosing advice.
 """
 __version__ = "0.1.0"
 
+import os as _os
+
+# BLAS threads spinning against Numba's threads made the Krylov dot products ~3x slower on 2 cores;
+# the hot loops are Numba-parallel, so BLAS runs single-threaded unless the user says otherwise.
+for _var in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    _os.environ.setdefault(_var, "1")
+
 from .errors import ScenarioError  # noqa: E402
 from .scenario import load_scenario  # noqa: E402
 

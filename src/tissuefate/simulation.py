@@ -165,6 +165,8 @@ class SessionRunner:
             for v in n.track:
                 self.track_mask[v] = True
         self.dV = self.grid.dV
+        self.track_amount = [{name: 0.0 for name in self.c_in} for _ in self.needles]
+        self.track_volume = [0.0 for _ in self.needles]
         self.timeseries: dict[str, list] = {}
         self.snapshots: list[tuple[float, dict]] = []
 
@@ -179,14 +181,36 @@ class SessionRunner:
         f["pressure"][...] = self.mech.p
         f["dilation"][...] = self.mech.e
         f["cavity_fraction"][...] = self.mech.cavity_fraction
-        # 2. advection, sources and sinks
+        # 2. advection, sources and sinks; the needle track is a small well-mixed compartment per needle
+        s_in = np.maximum(flow.source, 0.0)
+        s_out = flow.sink + np.maximum(-flow.source, 0.0)
+        routes = self._track_routes(flow, dt)
         for name, c_in in self.c_in.items():
             qty = _quantity(name)
             L.add_source(qty, "injected", vol_in * c_in)
-            moved = advect_with_flow(f[name], theta_old, f["theta"], flow, dV, c_in)
-            # injected amount that never entered a voxel: out along the track (the track's stock is measured)
-            L.add_sink(qty, "backflow", flow.backflow * dt * c_in)
-            L.add_sink(qty, "vessels_lymph", moved["sink"])
+            src_amount = np.zeros(self.grid.shape)
+            for m, nd in enumerate(self.needles):
+                src_amount[nd.tip_index] += q[m] * c_in
+            released = []
+            for m, rt in enumerate(routes):
+                A = self.track_amount[m][name]
+                O = A * rt["release_fraction"]
+                released.append(O)
+                for flat, share in rt["to_voxels"]:
+                    src_amount.flat[flat] += O * share / dt
+                L.add_sink(qty, "backflow", O * rt["to_exit"])
+            moved = advect_with_flow(f[name], theta_old, flow, dV, src_amount, s_in, s_out)
+            sink_amount = moved["sink_amount"]
+            into_tracks = 0.0
+            for m, rt in enumerate(routes):
+                I = 0.0
+                for flat, vol_rate in rt["from_voxels"]:
+                    so = s_out.flat[flat]
+                    if so > 0:
+                        I += sink_amount.flat[flat] * min(vol_rate / so, 1.0)
+                self.track_amount[m][name] += I - released[m]
+                into_tracks += I
+            L.add_sink(qty, "vessels_lymph", float(np.sum(sink_amount)) - into_tracks)
             L.add_sink(qty, "boundary", moved["boundary"])
         # 3. diffusion
         hind = self.model.props["diffusion_hindrance"]
@@ -226,6 +250,47 @@ class SessionRunner:
                                R_f=f["R_fast"], R_f0=f["R_fast0"], R_s=f["R_slow"], R_s0=f["R_slow0"],
                                omega=f["ethanol_dose"] if self.modality == "ethanol" else None,
                                perfusion=perf_step, perfusion0=f["perfusion0"])
+
+    def _track_routes(self, flow, dt: float) -> list[dict]:
+        """Where the liquid of each needle track goes this step (from the FlowStep's track nodes).
+
+        Liquid enters the track at the cavity end (withdrawn as a sink from the first host voxel) and where
+        tissue drains into an open track (negative leak); it leaves into host voxels (positive leak), out
+        through the skin (exit) and back into the cavity voxel (negative entry flow). Solute leaves with the
+        track's content at the start of the step, in proportion to the volume that left (a one-step lag on
+        a microlitre compartment, exactly conservative and positive).
+        """
+        routes = []
+        for m, tr in enumerate(flow.track):
+            hosts = np.asarray(tr["host"], dtype=np.int64)
+            leak = np.asarray(tr["leak"], dtype=float)
+            qseg = np.asarray(tr["q"], dtype=float)
+            q0 = float(qseg[0]) if qseg.size else 0.0
+            exit_q = max(float(qseg[-1]), 0.0) if qseg.size else 0.0
+            V_old = self.track_volume[m]
+            V_new = float(np.sum(np.maximum(np.asarray(tr["volume"], dtype=float), 0.0)))
+            self.track_volume[m] = V_new
+            to_vox = [(int(hf), lk) for hf, lk in zip(hosts, leak) if lk > 0]
+            if q0 < 0 and hosts.size:
+                to_vox.append((int(hosts[0]), -q0))
+            from_vox = [(int(hf), -lk) for hf, lk in zip(hosts, leak) if lk < 0]
+            if q0 > 0:
+                # withdrawn from this needle's cavity voxels (where the cavity meets the track); a cavity
+                # that also touches an open sink shares its voxels' outflow in proportion to volume
+                cav = np.flatnonzero((self.mech.owner.ravel() == m) & (flow.sink.ravel() > 0))
+                if cav.size == 0:
+                    cav = np.array([int(hosts[0])] if hosts.size else [], dtype=np.int64)
+                tot = float(np.sum(flow.sink.ravel()[cav])) if cav.size else 0.0
+                scale = min(q0 / tot, 1.0) if tot > 0 else 0.0
+                from_vox.extend((int(v), float(flow.sink.flat[v]) * scale) for v in cav)
+            out_vol = (sum(v for _, v in to_vox) + exit_q) * dt
+            in_vol = sum(v for _, v in from_vox) * dt
+            frac = min(1.0, out_vol / (V_old + in_vol)) if V_old + in_vol > 0 else 0.0
+            routes.append({"release_fraction": frac,
+                           "to_voxels": [(hf, v * dt / out_vol) for hf, v in to_vox] if out_vol > 0 else [],
+                           "to_exit": exit_q * dt / out_vol if out_vol > 0 else 0.0,
+                           "from_voxels": from_vox})
+        return routes
 
     def _diffusivity(self, name: str):
         if name == "N_ethanol" and np.isfinite(self.formulation.gel_threshold):
@@ -439,10 +504,10 @@ def compute_metrics(model: TissueModel, sc: Scenario, st: SimState, runners, ts)
         fluid_res += b["injected"] - dest
     stocks_track = {}
     for r in runners:
-        vt = r.mech.volume_budget().get("track", 0.0)
-        for name, c_in in r.c_in.items():
-            q = _quantity(name)
-            stocks_track[q] = stocks_track.get(q, 0.0) + vt * c_in
+        for amounts in r.track_amount:
+            for name, a in amounts.items():
+                q = _quantity(name)
+                stocks_track[q] = stocks_track.get(q, 0.0) + a
     balances = {}
     for name in ("N_clo2", "N_chlorite", "N_hocl", "N_ethanol", "N_injectate"):
         q = _quantity(name)

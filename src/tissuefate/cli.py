@@ -20,7 +20,7 @@ from .errors import ScenarioError
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="tissuefate: research simulator of local tumour treatment. Not a medical device; no dosing advice.")
 console = Console()
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, soft_wrap=True)  # never break an error message mid-word
 
 
 def _fail(err: ScenarioError) -> None:

@@ -169,7 +169,7 @@ class Outputs(Strict):
 
 
 class Solver(Strict):
-    injection_dt: Time = 2.0
+    injection_dt: Time = 4.0
     max_dt: Time = 1800.0
     dt_growth: float = Field(1.3, gt=1.0, le=3.0)
 

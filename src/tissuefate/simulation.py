@@ -363,8 +363,8 @@ class SessionRunner:
             "oxidant_free_mmol": float(np.sum(f["N_clo2"])) * dV * 1e3,
         }
         for k, v in budget.items():
-            if k != "injected":
-                row[f"volume_{k}"] = v * 1e6
+            if k not in ("injected", "residual", "rel_error"):
+                row[f"volume_{k}"] = float(v) * 1e6
         for k, v in row.items():
             ts.setdefault(k, []).append(v)
 
@@ -544,7 +544,8 @@ def compute_metrics(model: TissueModel, sc: Scenario, st: SimState, runners, ts)
         "oxidant_balance_rel_error": ox["rel_error"] if ox else 0.0,
         "fluid_balance_rel_error": abs(fluid_res) / fluid_in if fluid_in > 0 else 0.0,
         "stoichiometric_bound_ml": _stoichiometric_bound_ml(model, n_ox_in) if n_ox_in > 0 else 0.0,
-        "volume_budget_ml": {k: v * 1e6 for k, v in _sum_dicts(budgets).items()},
+        "volume_budget_ml": {k: float(v) * 1e6 for k, v in _sum_dicts(budgets).items()
+                             if k not in ("residual", "rel_error")},
         "balances": balances,
         "hypotheses": hyps,
         "grid": {"shape": list(model.grid.shape), "voxel_mm": [h * 1e3 for h in model.grid.spacing]},

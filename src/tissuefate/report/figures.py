@@ -26,6 +26,10 @@ STATE_COLORS = {
     TissueState.CLEARED: "#ffffff", TissueState.REGENERATING: "#a6dba0", TissueState.SCAR: "#878787",
     TissueState.NO_TISSUE: "#202020",
 }
+VOLUME_LABELS = {"backflow_out": "out through the skin along the track", "vascular": "into microvessels",
+                 "lymph": "into lymphatics", "sinks": "into large vessels / open surfaces",
+                 "boundary": "left the simulated domain through tissue", "stored_dilation": "stored by tissue dilation",
+                 "cavity": "in the injection cavity", "track": "in the needle track"}
 DISCLAIMER = "tissuefate: research software, not a medical device; no dosing advice"
 
 
@@ -140,7 +144,8 @@ def injected_volume(result, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(6.4, 4.0), constrained_layout=True)
     if keys:
         ax.stackplot(np.maximum(t, 1e-3), *[np.asarray(ts[k]) for k in keys],
-                     labels=[k.removeprefix("volume_").replace("_", " ") for k in keys])
+                     labels=[VOLUME_LABELS.get(k.removeprefix("volume_"), k.removeprefix("volume_").replace("_", " "))
+                             for k in keys])
     ax.set_xscale("log")
     ax.set_xlabel("time since session start (min)")
     ax.set_ylabel("injected volume (mL)")

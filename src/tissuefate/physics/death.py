@@ -36,6 +36,8 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit
 
+from tissuefate.numerics.arrays import scalar_or_field
+
 from tissuefate.tissue_state import TissueState
 
 BIT_OXIDATIVE = 1
@@ -211,13 +213,6 @@ def _death_range(i0, i1, c, state, committed, commit_time, phi, phic, dose, deat
             out[c, 3 + best] += 1.0
 
 
-def _param(x, n, name):
-    a = np.ascontiguousarray(np.asarray(x, dtype=np.float64))
-    if a.size == 1:
-        return a.reshape(1), 0
-    if a.size != n:
-        raise ValueError(f"{name} must be a scalar or have one value per voxel")
-    return a.reshape(-1), 1
 
 
 def _flat(a, name, dtype=np.float64):
@@ -256,20 +251,20 @@ def update_death(state, fields: DeathFields, t: float, dt: float, params: DeathP
             raise ValueError("pool arrays must have the state shape")
     else:
         rf = rf0 = rs = rs0 = dummy
-    thr_f, sf = _param(params.fast_pool_threshold, n, "fast_pool_threshold")
-    thr_s, ss = _param(params.slow_pool_threshold, n, "slow_pool_threshold")
+    thr_f, sf = scalar_or_field(params.fast_pool_threshold, n, "fast_pool_threshold")
+    thr_s, ss = scalar_or_field(params.slow_pool_threshold, n, "slow_pool_threshold")
     has_omega = omega is not None
     om = np.ascontiguousarray(omega, dtype=np.float64).reshape(-1) if has_omega else dummy
     if has_omega and om.size != n:
         raise ValueError("omega must have the state shape")
     has_perf = perfusion is not None
     if has_perf:
-        pf, pst = _param(perfusion, n, "perfusion")
-        pf0, p0st = _param(perfusion0, n, "perfusion0")
+        pf, pst = scalar_or_field(perfusion, n, "perfusion")
+        pf0, p0st = scalar_or_field(perfusion0, n, "perfusion0")
     else:
         pf = pf0 = dummy
         pst = p0st = 0
-    tol, stol = _param(params.ischemia_tolerance, n, "ischemia_tolerance")
+    tol, stol = scalar_or_field(params.ischemia_tolerance, n, "ischemia_tolerance")
     # serial on purpose: ~10 ns per voxel, and the parfor version of this many-argument kernel takes
     # about a minute to compile
     out = np.zeros((1, 6))

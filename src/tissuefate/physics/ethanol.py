@@ -28,6 +28,8 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit, prange
 
+from tissuefate.numerics.arrays import scalar_or_field
+
 D_TISSUE = 5.0e-10
 """Ethanol diffusivity in tissue, m^2/s ([V-code] Duke model D_t; range 3-8e-10)."""
 
@@ -185,8 +187,8 @@ def react_ethanol(N_eth, theta, washout, omega, dt: float, kill: EthanolKillPara
     n = N_eth.size
     N = N_eth.reshape(-1)
     om = omega.reshape(-1)
-    th, ths = _as_param(theta, n, "theta")
-    w, ws = _as_param(washout, n, "washout")
+    th, ths = scalar_or_field(theta, n, "theta")
+    w, ws = scalar_or_field(washout, n, "washout")
     nchunk = max(1, min(_NCHUNK, n)) if n >= _SERIAL_BELOW else 1
     out = np.zeros((nchunk, 1))
     if dt > 0 and n > 0:
@@ -198,13 +200,6 @@ def react_ethanol(N_eth, theta, washout, omega, dt: float, kill: EthanolKillPara
     return {"ethanol_washout": float(out.sum())}
 
 
-def _as_param(x, n, name):
-    a = np.ascontiguousarray(np.asarray(x, dtype=np.float64))
-    if a.size == 1:
-        return a.reshape(1), 0
-    if a.size != n:
-        raise ValueError(f"{name} must be a scalar or have one value per voxel")
-    return a.reshape(-1), 1
 
 
 __all__ = ["EthanolKillParams", "EthanolFormulation", "FORMULATIONS", "formulation", "react_ethanol", "D_TISSUE"]

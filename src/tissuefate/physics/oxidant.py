@@ -73,6 +73,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from numba import njit, prange
 
+from tissuefate.numerics.arrays import scalar_or_field
+
 PER_MOLAR = 1.0e-3
 """Multiply a rate constant in M^-1 s^-1 by this to get m^3/(mol s) (1 M = 1000 mol/m^3)."""
 
@@ -480,13 +482,6 @@ def _flat_inplace(a, name):
     return a.reshape(-1)
 
 
-def _flat_param(x, n, name):
-    a = np.ascontiguousarray(np.asarray(x, dtype=np.float64))
-    if a.size == 1:
-        return a.reshape(1), 0
-    if a.size != n:
-        raise ValueError(f"{name} must be a scalar or have one value per voxel")
-    return a.reshape(-1), 1
 
 
 def react_oxidant(N_ox, N_cl, N_hocl, R_f, R_s, theta, washout, dt: float,
@@ -509,8 +504,8 @@ def react_oxidant(N_ox, N_cl, N_hocl, R_f, R_s, theta, washout, dt: float,
     n = arrs[0].size
     if any(a.size != n for a in arrs):
         raise ValueError("species arrays must have the same shape")
-    th, ths = _flat_param(theta, n, "theta")
-    w, ws = _flat_param(washout, n, "washout")
+    th, ths = scalar_or_field(theta, n, "theta")
+    w, ws = scalar_or_field(washout, n, "washout")
     if exposure is not None:
         ex = _flat_inplace(exposure, "exposure")
         if ex.size != n:

@@ -150,3 +150,33 @@ def test_info_commands(cmd):
     res = runner.invoke(app, cmd)
     assert res.exit_code == 0
     assert "tumor" in res.output or "clo2_subcutaneous" in res.output
+
+
+def test_unknown_model_parameter(tmp_path):
+    raw = _default_raw()
+    raw["model"] = {"vessels": {"k_clo2_tumour": 3.0}}
+    msg = _run_bad(tmp_path, raw)
+    assert "model.vessels.k_clo2_tumour" in msg and "k_clo2_tumor" in msg
+
+
+def test_model_parameter_wrong_unit(tmp_path):
+    raw = _default_raw()
+    raw["model"] = {"procedure": {"perfusion_territory": "2 s"}}
+    msg = _run_bad(tmp_path, raw)
+    assert "model.procedure.perfusion_territory" in msg and "2 s" in msg and "m" in msg
+
+
+def test_model_overrides_reach_the_processes():
+    from tissuefate import load_scenario
+    from tissuefate.model import build_model
+    from tissuefate.simulation import SessionRunner, SimState
+    sc = load_scenario("clo2_subcutaneous", sets=["model.procedure.track_seal_factor=3",
+                                                  "model.procedure.perfusion_territory=2 mm",
+                                                  "model.vessels.k_clo2_tumor=5",
+                                                  "model.oxidant.k_clo2_slow=1e5 1/(M*s)"])
+    model = build_model(sc)
+    r = SessionRunner(model, sc, sc.course.sessions[0], 0, SimState.initial(model))
+    assert r.procedure["track_seal_factor"] == 3.0
+    assert abs(r.procedure["perfusion_territory"] - 2e-3) < 1e-15
+    assert r.vessel_params.k_clo2_tumor == 5.0 and r.vessel_params.k_clo2_normal == 1.0
+    assert abs(r.ox_params.k_clo2_slow - 100.0) < 1e-9

@@ -29,17 +29,17 @@ PROCEDURE = {
                               "(feeding vessels), which lets vessel damage cause ischemia beyond the oxidised zone",
                               True, (0.0, 3.0e-3)),
     "track_seal_factor": _p("track_seal_factor", 1.0, "1", "injection.md §6.4 (sigma_s = 1 G, range 0-3 G)", True, (0.0, 3.0)),
-    "chlorite_washout_partition": _p("washout_partition", 1.0, "1",
+    "washout_partition": _p("washout_partition", 1.0, "1",
                                      "hypothesis: perfusion removes dissolved species at their interstitial concentration",
                                      True, (0.3, 1.0)),
 }
 
 
-def hypotheses_of(params) -> list[dict]:
+def hypotheses_of(params, values: dict | None = None) -> list[dict]:
     rows = []
     for p in params:
         if p.hypothesis:
-            rows.append({"name": p.name, "value": p.value, "unit": p.unit, "range": list(p.range) if p.range else None,
+            rows.append({"name": p.name, "value": (values or {}).get(p.name, p.value), "unit": p.unit, "range": list(p.range) if p.range else None,
                          "source": p.source})
     return rows
 
@@ -84,3 +84,62 @@ def module_hypotheses(obj) -> list[dict]:
             rows.append({"name": f"{type(obj).__name__}.{fname}", "value": float(v), "unit": unit,
                          "range": list(rng), "source": src})
     return rows
+
+
+# ----------------------------------------------------------------------------- scenario overrides (model: ...)
+
+def _parse_model_value(value, unit: str, field: str) -> float:
+    from .errors import ScenarioError
+    from .units import _normalise, ureg
+    if isinstance(value, bool):
+        raise ScenarioError(field, value, f"a number in SI units ({unit}) or a quantity with units")
+    if isinstance(value, (int, float)):
+        return float(value)
+    try:
+        q = ureg().Quantity(_normalise(str(value)))
+        si = unit.replace("^", "**")
+        return float(q.to(si if si not in ("1", "") else "dimensionless").magnitude)
+    except Exception:
+        raise ScenarioError(field, value, f"a quantity convertible to {unit}") from None
+
+
+def model_parameters(overrides: dict) -> dict:
+    """Process parameter objects for a scenario's ``model:`` section (unknown group/field: ScenarioError)."""
+    from dataclasses import fields as dc_fields, replace
+
+    from .errors import ScenarioError
+    from .physics.death import DeathParams
+    from .physics.ethanol import EthanolKillParams
+    from .physics.oxidant import OxidantParams
+    from .physics.vessels import VesselParams
+
+    objs = {"oxidant": OxidantParams(), "death": DeathParams(), "vessels": VesselParams(),
+            "ethanol_kill": EthanolKillParams()}
+    procedure = {k: p.value for k, p in PROCEDURE.items()}
+    per_tissue = {"fast_pool_threshold": "oxidative_death_threshold", "ischemia_tolerance": "ischemic_tolerance"}
+    for group, values in (overrides or {}).items():
+        if group == "procedure":
+            for k, v in (values or {}).items():
+                if k not in PROCEDURE:
+                    raise ScenarioError(f"model.procedure.{k}", k, f"one of {sorted(PROCEDURE)}")
+                procedure[k] = _parse_model_value(v, PROCEDURE[k].unit, f"model.procedure.{k}")
+            continue
+        if group not in objs:
+            raise ScenarioError(f"model.{group}", group, f"one of {sorted(objs) + ['procedure']}")
+        obj = objs[group]
+        names = {f.name for f in dc_fields(obj)}
+        upd = {}
+        for k, v in (values or {}).items():
+            field = f"model.{group}.{k}"
+            if k in per_tissue and group == "death":
+                raise ScenarioError(field, k, f"a per-tissue value: set tissues.<tissue>.{per_tissue[k]} instead")
+            if k not in names:
+                raise ScenarioError(field, k, f"a parameter of {type(obj).__name__}: {sorted(names)}")
+            unit = MODULE_HYPOTHESES.get(type(obj).__name__, {}).get(k, ("1",))[0]
+            upd[k] = _parse_model_value(v, unit, field)
+        try:
+            objs[group] = replace(obj, **upd)
+        except (ValueError, TypeError) as err:
+            raise ScenarioError(f"model.{group}", upd, str(err)) from None
+    objs["procedure"] = procedure
+    return objs

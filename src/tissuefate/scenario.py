@@ -184,6 +184,9 @@ class Scenario(Strict):
     course: Course
     outputs: Outputs = Outputs()
     solver: Solver = Solver()
+    model: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="overrides of process parameters: groups oxidant, death, vessels, "
+        "ethanol_kill, procedure (see `tissuefate.parameters.MODEL_GROUPS`)")
 
 
 # ----------------------------------------------------------------------------------------------- loading

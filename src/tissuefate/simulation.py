@@ -19,6 +19,7 @@ from __future__ import annotations
 import datetime as _dt
 import time as _time
 from dataclasses import dataclass, field
+from dataclasses import replace as dc_replace
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +32,7 @@ from .errors import ScenarioError
 from .io.provenance import provenance
 from .ledger import Ledger
 from .model import TissueModel, build_model
-from .parameters import PROCEDURE, SOLUTE_DIFFUSIVITY, hypotheses_of, module_hypotheses
+from .parameters import PROCEDURE, SOLUTE_DIFFUSIVITY, hypotheses_of, model_parameters, module_hypotheses
 from .physics import death as death_mod
 from .physics import ethanol as eth_mod
 from .physics import oxidant as ox_mod
@@ -126,6 +127,8 @@ class SessionRunner:
         self.grid = model.grid
         self.progress, self.span = progress, progress_span
         self.needles = _needles(model, session, si)
+        self.mp = model_parameters(sc.model)
+        self.procedure = self.mp["procedure"]
         self.modality = session.modality
         agent = session.agent
         if self.modality == "clo2":
@@ -133,7 +136,7 @@ class SessionRunner:
                 raise ScenarioError(f"course.sessions[{si}].agent", agent, "{concentration: ... ppm} for modality clo2")
             self.c_in = {"N_clo2": agent.concentration, "N_chlorite": 0.0, "N_hocl": 0.0, "N_injectate": 1.0}
             self.mu = agent.viscosity
-            self.ox_params = ox_mod.OxidantParams()
+            self.ox_params = self.mp["oxidant"]
         else:
             if not hasattr(agent, "formulation"):
                 raise ScenarioError(f"course.sessions[{si}].agent", agent, "{formulation: ethanol|ec6|ec12} for modality ethanol")
@@ -141,17 +144,17 @@ class SessionRunner:
             frac = agent.ethanol_fraction if agent.ethanol_fraction is not None else self.formulation.ethanol_fraction
             self.c_in = {"N_ethanol": frac, "N_injectate": 1.0}
             self.mu = self.formulation.viscosity
-            self.eth_params = eth_mod.EthanolKillParams()
+            self.eth_params = self.mp["ethanol_kill"]
         self.tumor = model.mask("tumor")
-        self.vessel_params = ves_mod.VesselParams()
-        self.death_params = death_mod.DeathParams(
+        self.vessel_params = self.mp["vessels"]
+        self.death_params = dc_replace(self.mp["death"],
             fast_pool_threshold=np.where(model.tissue, model.props["oxidative_death_threshold"], 1.0),
             ischemia_tolerance=np.where(model.tissue, model.props["ischemic_tolerance"], np.inf))
         self.D = {"N_clo2": SOLUTE_DIFFUSIVITY["clo2"].value, "N_chlorite": SOLUTE_DIFFUSIVITY["chlorite"].value,
                   "N_hocl": SOLUTE_DIFFUSIVITY["hocl"].value, "N_injectate": SOLUTE_DIFFUSIVITY["injectate"].value,
                   "N_ethanol": SOLUTE_DIFFUSIVITY["ethanol"].value}
         G = model.props["drained_youngs_modulus"] / (2 * (1 + np.where(model.tissue, model.props["poisson_ratio"], 0.3)))
-        seal = PROCEDURE["track_seal_factor"].value
+        seal = self.procedure["track_seal_factor"]
         tracks = []
         for n in self.needles:
             g_track = float(np.mean([G[v] for v in n.track]))
@@ -220,7 +223,7 @@ class SessionRunner:
             if self.modality == "clo2":
                 diffuse(f[name], f["theta"], f["phi0"], hind, self.D[name], dt, self.grid.spacing)
         # 4. reactions (washout by perfusion: loss rate perfusion * c per tissue volume)
-        wash = f["perfusion"] * PROCEDURE["chlorite_washout_partition"].value
+        wash = f["perfusion"] * self.procedure["washout_partition"]
         if self.modality == "clo2":
             expo_before = f["oxidant_exposure"].copy()
             b = ox_mod.react_oxidant(f["N_clo2"], f["N_chlorite"], f["N_hocl"], f["R_fast"], f["R_slow"],
@@ -304,7 +307,7 @@ class SessionRunner:
 
     def _update_perfusion(self, t: float) -> None:
         f = self.st.f
-        ell = PROCEDURE["perfusion_territory"].value
+        ell = self.procedure["perfusion_territory"]
         v = f["vessel_integrity"]
         if ell > 0 and np.any(v < 1.0):
             sig = [ell / h for h in self.grid.spacing]
@@ -437,7 +440,7 @@ def _dataset(model: TissueModel, snaps: list[tuple[float, dict]], sc: Scenario, 
     return ds
 
 
-def _stoichiometric_bound_ml(model: TissueModel, n_injected_mol: float) -> float:
+def _stoichiometric_bound_ml(model: TissueModel, n_injected_mol: float, mp: dict) -> float:
     """Most tissue the injected oxidant could ever kill by exhausting the lethal part of its reductive pool."""
     lib = model.library
     names = [n for n in model.tissues_present() if n in lib.tissues]
@@ -446,8 +449,8 @@ def _stoichiometric_bound_ml(model: TissueModel, n_injected_mol: float) -> float
     lethal_f = [lib.value(n, "reductive_fast") for n in names]
     lethal_s = [lib.value(n, "reductive_slow") for n in names]
     thr = [lib.value(n, "oxidative_death_threshold") for n in names]
-    lethal_per_m3 = death_mod.lethal_clo2_per_m3(np.asarray(lethal_f), np.asarray(lethal_s), death_mod.DeathParams(
-        fast_pool_threshold=np.asarray(thr)), ox_mod.OxidantParams())
+    lethal_per_m3 = death_mod.lethal_clo2_per_m3(np.asarray(lethal_f), np.asarray(lethal_s), dc_replace(
+        mp["death"], fast_pool_threshold=np.asarray(thr)), mp["oxidant"])
     return death_mod.stoichiometric_bound_volume(n_injected_mol, lethal_per_m3) * 1e6
 
 
@@ -519,13 +522,14 @@ def compute_metrics(model: TissueModel, sc: Scenario, st: SimState, runners, ts)
     n_ox_in = L.total_in("oxidant")
     consumed = sum(v for k, v in L.sinks["oxidant"].items() if k.startswith("consumed")) if ox else 0.0
     hyps = model.library.hypotheses(model.tissues_present())
-    hyps += hypotheses_of(list(PROCEDURE.values()) + list(SOLUTE_DIFFUSIVITY.values()))
     r0 = runners[0]
+    hyps += hypotheses_of(list(PROCEDURE.values()) + list(SOLUTE_DIFFUSIVITY.values()),
+                          {PROCEDURE[k].name: v for k, v in r0.procedure.items()})
     hyps += module_hypotheses(r0.death_params) + module_hypotheses(r0.vessel_params)
     if any(s.modality == "clo2" for s in sc.course.sessions):
-        hyps += module_hypotheses(ox_mod.OxidantParams())
+        hyps += module_hypotheses(r0.mp["oxidant"])
     if any(s.modality == "ethanol" for s in sc.course.sessions):
-        hyps += module_hypotheses(eth_mod.EthanolKillParams())
+        hyps += module_hypotheses(r0.mp["ethanol_kill"])
     m = {
         "scenario": sc.name,
         "disclaimer": "Research software, not a medical device; no dosing advice.",
@@ -543,7 +547,7 @@ def compute_metrics(model: TissueModel, sc: Scenario, st: SimState, runners, ts)
         "oxidant_consumed_mmol": consumed * 1e3,
         "oxidant_balance_rel_error": ox["rel_error"] if ox else 0.0,
         "fluid_balance_rel_error": abs(fluid_res) / fluid_in if fluid_in > 0 else 0.0,
-        "stoichiometric_bound_ml": _stoichiometric_bound_ml(model, n_ox_in) if n_ox_in > 0 else 0.0,
+        "stoichiometric_bound_ml": _stoichiometric_bound_ml(model, n_ox_in, runners[0].mp) if n_ox_in > 0 else 0.0,
         "volume_budget_ml": {k: float(v) * 1e6 for k, v in _sum_dicts(budgets).items()
                              if k not in ("residual", "rel_error")},
         "balances": balances,

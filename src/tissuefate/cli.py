@@ -90,9 +90,10 @@ def print_summary(result) -> None:
         ("oxidant balance error", "oxidant_balance_rel_error", ""), ("fluid balance error", "fluid_balance_rel_error", ""),
         ("hypotheses used", "hypotheses", ""), ("runtime", "runtime_s", "s"),
     ]
+    no_oxidant = not m.get("oxidant_injected_mmol")
     for label, key, unit in rows:
         v = m.get(key)
-        if v is None:
+        if v is None or (no_oxidant and (key.startswith("oxidant") or key == "stoichiometric_bound_ml")):
             continue
         if key == "hypotheses":
             s = str(len(v))

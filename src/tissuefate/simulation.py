@@ -248,6 +248,8 @@ class SessionRunner:
         # 5. perfusion (the perfusion that holds during the next step), vascular leak follows the vessels
         perf_step = f["perfusion"].copy()
         self._update_perfusion(t + dt)
+        # microvascular filtration is lost where vessels are destroyed (the solver's hierarchy is reused)
+        self.mech.tis.LpSV = self.LpSV0 * f["vessel_integrity"]
         # 6. death
         death_mod.update_death(f["state"], st.death, t, dt, self.death_params,
                                R_f=f["R_fast"], R_f0=f["R_fast0"], R_s=f["R_slow"], R_s0=f["R_slow0"],

@@ -170,6 +170,7 @@ class SessionRunner:
         self.dV = self.grid.dV
         self.track_amount = [{name: 0.0 for name in self.c_in} for _ in self.needles]
         self.track_volume = [0.0 for _ in self.needles]
+        self.track_inflow = 0.0   # m^3 of liquid that flowed from the cavity back into the needle tracks
         self.timeseries: dict[str, list] = {}
         self.snapshots: list[tuple[float, dict]] = []
 
@@ -271,6 +272,7 @@ class SessionRunner:
             leak = np.asarray(tr["leak"], dtype=float)
             qseg = np.asarray(tr["q"], dtype=float)
             q0 = float(qseg[0]) if qseg.size else 0.0
+            self.track_inflow += max(q0, 0.0) * dt
             exit_q = max(float(qseg[-1]), 0.0) if qseg.size else 0.0
             V_old = self.track_volume[m]
             V_new = float(np.sum(np.maximum(np.asarray(tr["volume"], dtype=float), 0.0)))
@@ -544,7 +546,8 @@ def compute_metrics(model: TissueModel, sc: Scenario, st: SimState, runners, ts)
         "committed_not_yet_necrotic_ml": M.committed_ml(st.death.commit_time, state, dV),
         "injected_ml": injected_ml,
         "peak_pressure_kpa": float(max(ts["peak_pressure_kpa"])),
-        "backflow_ml": sum(b.get("backflow_out", 0.0) for b in budgets) * 1e6,
+        "backflow_ml": sum(r.track_inflow for r in runners) * 1e6,
+        "backflow_out_of_skin_ml": sum(b.get("backflow_out", 0.0) for b in budgets) * 1e6,
         "oxidant_injected_mmol": n_ox_in * 1e3,
         "oxidant_consumed_mmol": consumed * 1e3,
         "oxidant_balance_rel_error": ox["rel_error"] if ox else 0.0,

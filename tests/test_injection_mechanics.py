@@ -305,7 +305,7 @@ def test_T4_3d_darcy_shell_octant():
     sim = InjectionMechanics(g, tis, [NeedleTrack((0, 0, 0), [], RN4, 0.0, 1e3, V0=V0 / 8)], 1e-3,
                              boundary=SEALED, crack=False)
     for _ in range(20):
-        fs = sim.step(3.0, [Q4 / 8])
+        sim.step(3.0, [Q4 / 8])
     b = sim.volume_budget()
     assert 8 * sim.V_c[0] * 1e6 == pytest.approx(0.9640, rel=0.005)
     leak = 8 * (b["vascular"] + b["stored_dilation"]) * 1e9

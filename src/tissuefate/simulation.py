@@ -132,7 +132,7 @@ class SessionRunner:
         self.modality = session.modality
         agent = session.agent
         if self.modality == "clo2":
-            if not isinstance(agent, type(session.agent)) or not hasattr(agent, "concentration"):
+            if not hasattr(agent, "concentration"):
                 raise ScenarioError(f"course.sessions[{si}].agent", agent, "{concentration: ... ppm} for modality clo2")
             self.c_in = {"N_clo2": agent.concentration, "N_chlorite": 0.0, "N_hocl": 0.0, "N_injectate": 1.0}
             self.mu = agent.viscosity

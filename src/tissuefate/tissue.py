@@ -10,7 +10,7 @@ non-tissue labels (``air`` outside the body, ``vessel`` blood lumen) get zeros.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from importlib import resources
 
 import numpy as np

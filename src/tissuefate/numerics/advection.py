@@ -41,6 +41,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from .arrays import cached_workspace
+
 __all__ = ["advect", "max_stable_dt", "AdvectionWorkspace"]
 
 _VANLEER = 0
@@ -246,15 +248,9 @@ class AdvectionWorkspace:
         self.sides = np.zeros(6)
 
 
-_WORKSPACES: dict[tuple, AdvectionWorkspace] = {}
-
 
 def _workspace(shape) -> AdvectionWorkspace:
-    key = tuple(int(n) for n in shape)
-    ws = _WORKSPACES.get(key)
-    if ws is None:
-        ws = _WORKSPACES[key] = AdvectionWorkspace(key)
-    return ws
+    return cached_workspace(AdvectionWorkspace, shape)
 
 
 def _check_fluxes(shape, Fx, Fy, Fz):

@@ -12,3 +12,15 @@ def scalar_or_field(x, n: int, name: str) -> tuple[np.ndarray, int]:
     if a.size != n:
         raise ValueError(f"{name} must be a scalar or have one value per voxel")
     return a.reshape(-1), 1
+
+
+_WORKSPACES: dict[tuple, object] = {}
+
+
+def cached_workspace(factory, shape):
+    """One preallocated work-array object per (kind, grid shape), so hot loops never allocate per step."""
+    key = (factory, tuple(int(n) for n in shape))
+    ws = _WORKSPACES.get(key)
+    if ws is None:
+        ws = _WORKSPACES[key] = factory(key[1])
+    return ws

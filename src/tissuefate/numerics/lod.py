@@ -48,6 +48,8 @@ import numba
 import numpy as np
 from numba import njit, prange
 
+from .arrays import cached_workspace
+
 __all__ = ["lod_diffuse", "lod_decay_amount", "LODWorkspace", "DiffusionDecayLOD", "thomas_factors"]
 
 _TINY = 1e-300
@@ -204,15 +206,9 @@ class LODWorkspace:
         self.lam_scalar = np.zeros((1, 1, 1))
 
 
-_WORKSPACES: dict[tuple, LODWorkspace] = {}
-
 
 def _workspace(shape) -> LODWorkspace:
-    key = tuple(int(n) for n in shape)
-    ws = _WORKSPACES.get(key)
-    if ws is None:
-        ws = _WORKSPACES[key] = LODWorkspace(key)
-    return ws
+    return cached_workspace(LODWorkspace, shape)
 
 
 def _field(a, shape, name):

@@ -989,7 +989,7 @@ class InjectionMechanics:
         """Per-step static face data (cavity set frozen): tissue faces, cavity walls, domain faces, diagonal base."""
         bs, L, act = st["bs"], st["L"], st["act"]
         K0, Mm, Kmax, HA = st["K0"], st["M"], st["Kmax"], st["HA"]
-        nb, nN, dt = int(np.prod(bs)), self.nN, st["dt"]
+        nb, dt = int(np.prod(bs)), st["dt"]
         strides = (bs[1] * bs[2], bs[2], 1)
         idx = np.arange(nb, dtype=np.int64).reshape(bs)
         geo = dict(axes=[], bnd=[], cc=[])

@@ -218,11 +218,8 @@ class SessionRunner:
             L.add_sink(qty, "boundary", moved["boundary"])
         # 3. diffusion
         hind = self.model.props["diffusion_hindrance"]
-        for name in self.c_in:
+        for name in self.c_in:   # every mobile species, products (chlorite, HOCl) included, once per step
             diffuse(f[name], f["theta"], f["phi0"], hind, self._diffusivity(name), dt, self.grid.spacing)
-        for name in ("N_chlorite", "N_hocl"):
-            if self.modality == "clo2":
-                diffuse(f[name], f["theta"], f["phi0"], hind, self.D[name], dt, self.grid.spacing)
         # 4. reactions (washout by perfusion: loss rate perfusion * c per tissue volume)
         wash = f["perfusion"] * self.procedure["washout_partition"]
         if self.modality == "clo2":

@@ -187,6 +187,34 @@ def _var_yz_slab(c, th, td, g, lam, lam_mode, wy, wz, dt, W, i):
     return acc
 
 
+@njit(cache=True, fastmath=True, error_model="numpy")
+def _var_zy_slab(c, th, td, g, wy, wz, W, i):
+    """Reverse order of :func:`_var_yz_slab` without decay: z sweep (line by line), then y sweep."""
+    nx, ny, nz = c.shape
+    s = c[i]
+    st = th[i]
+    sd = td[i]
+    sg = g[i]
+    dummy = np.zeros((1, 1))
+    for j in range(ny):
+        _var_z_line(s[j], st[j], sd[j], sg[j], wz, dummy[0], 0, 1.0, 0.0)
+    W[:] = 0.0
+    for j in range(ny):
+        jn = min(j + 1, ny - 1)
+        if j == 0:
+            _fwd_row(s[j], st[j], sd[j], sg[j], W, W, st[jn], sd[jn], W, wy, j == ny - 1)
+        else:
+            _fwd_row(s[j], st[j], sd[j], sg[j], s[j - 1], sg[j - 1], st[jn], sd[jn], W, wy, j == ny - 1)
+    for j in range(ny - 2, -1, -1):
+        _bwd_row(s[j], sg[j], s[j + 1])
+
+
+@njit(parallel=True, cache=True)
+def _var_sweep_zy(c, th, td, g, wy, wz, rows):
+    for i in prange(c.shape[0]):
+        _var_zy_slab(c, th, td, g, wy, wz, rows[numba.get_thread_id()], i)
+
+
 @njit(parallel=True, cache=True)
 def _var_sweep_yz(c, th, td, g, lam, lam_mode, wy, wz, dt, rows, dec):
     for i in prange(c.shape[0]):
@@ -218,7 +246,8 @@ def _field(a, shape, name):
     return a
 
 
-def lod_diffuse(c, theta, thetaD, dt, spacing, lam=None, work: LODWorkspace | None = None) -> float:
+def lod_diffuse(c, theta, thetaD, dt, spacing, lam=None, work: LODWorkspace | None = None,
+                reverse: bool = False) -> float:
     """Advance ``c`` (in place) by one LOD step of ``d(theta c)/dt = div(theta D grad c) - lam theta c``.
 
     c:       liquid concentration, float64 C-contiguous array (nx, ny, nz); updated in place
@@ -228,6 +257,8 @@ def lod_diffuse(c, theta, thetaD, dt, spacing, lam=None, work: LODWorkspace | No
     spacing: (dx, dy, dz), m
     lam:     first-order decay rate, 1/s: None, a scalar, or an array of the grid shape
     work:    optional :class:`LODWorkspace` for this shape (default: a cached one per shape)
+    reverse: sweep z, y, x instead of x, y, z (no decay allowed): a forward half step followed by a reverse
+             half step is the symmetric (Strang) composition, second order in time
 
     Returns the amount removed by decay during the step, ``sum(theta * c_before_decay * (1 - exp(-lam dt))) * dV``
     (units of theta * c * m^3; 0.0 when lam is None). With lam = None, ``sum(theta * c) * dV`` is unchanged to
@@ -252,6 +283,12 @@ def lod_diffuse(c, theta, thetaD, dt, spacing, lam=None, work: LODWorkspace | No
     else:
         lam_arr, mode = _field(lam, shape, "lam"), 2
     dt = float(dt)
+    if reverse:
+        if mode != 0:
+            raise ValueError("reverse sweeps do not apply decay; pass lam=None")
+        _var_sweep_zy(c, th, td, ws.g, dt / dy**2, dt / dz**2, ws.rows)
+        _var_sweep_x(c, th, td, ws.g, dt / dx**2, ws.rows)
+        return 0.0
     _var_sweep_x(c, th, td, ws.g, dt / dx**2, ws.rows)
     _var_sweep_yz(c, th, td, ws.g, lam_arr, mode, dt / dy**2, dt / dz**2, dt, ws.rows, ws.dec)
     if mode == 0:

@@ -151,6 +151,7 @@ class EthanolAgent(Strict):
 
 
 class Session(Strict):
+    """An injection session (ClO2 or ethanol)."""
     day: float = Field(0.0, ge=0)
     modality: Literal["clo2", "ethanol"]
     agent: ClO2Agent | EthanolAgent
@@ -158,8 +159,136 @@ class Session(Strict):
     follow_up: Time = 24 * 3600.0
 
 
+# ----------------------------------------------------------------------------------------------- thermal sessions
+
+Temperature, Power, Frequency = Q("temperature"), Q("power"), Q("frequency")
+Resistance = Q("resistance")
+
+
+def _unit_vector(v):
+    if sum(x * x for x in v) == 0:
+        raise ValueError("expected a non-zero direction vector")
+    return v
+
+
+class Probe(Strict):
+    """A straight applicator: its tip and the direction from the tip back along the shaft."""
+    tip: Point
+    direction: tuple[float, float, float] = (0.0, 0.0, 1.0)
+
+    _unit = field_validator("direction")(classmethod(lambda cls, v: _unit_vector(v)))
+
+
+class RFDevice(Strict):
+    kind: Literal["cooled_needle", "cluster", "umbrella"] = "cooled_needle"
+    tip: Point
+    direction: tuple[float, float, float] = (0.0, 0.0, 1.0)
+    diameter: Length = Field(1.5e-3, description="needle diameter (17 G ~ 1.5 mm)")
+    active_length: Length = Field(30e-3, description="exposed (active) tip length")
+    coolant_temperature: Temperature | None = Field(None, description="internally cooled tip held near this")
+    cluster_spacing: Length = 5e-3
+    tines: int = Field(10, ge=2, le=16)
+    deployed_diameter: Length = 35e-3
+    tine_diameter: Length = 0.4e-3
+
+    _unit = field_validator("direction")(classmethod(lambda cls, v: _unit_vector(v)))
+
+    @field_validator("diameter", "active_length", "cluster_spacing", "deployed_diameter", "tine_diameter")
+    @classmethod
+    def _positive(cls, v, info):
+        if not v > 0:
+            raise ValueError(f"expected a positive {info.field_name}")
+        return v
+
+
+class RFGenerator(Strict):
+    mode: Literal["constant_power", "temperature", "impedance"] = "impedance"
+    power: Power = Field(200.0, description="set power (constant_power) or maximum power")
+    target_temperature: Temperature = 273.15 + 90.0
+    ramp_per_min: Power | None = Field(None, description="power ramp per minute in impedance mode (default: the "
+                                       "generator model's)")
+    series_resistance: Resistance | None = None
+
+    @field_validator("power")
+    @classmethod
+    def _pos(cls, v):
+        if not (0 < v <= 500):
+            raise ValueError("expected a power between 0 and 500 W")
+        return v
+
+
+class RFASession(Strict):
+    """Radiofrequency ablation."""
+    day: float = Field(0.0, ge=0)
+    modality: Literal["rfa"]
+    device: RFDevice
+    generator: RFGenerator = RFGenerator()
+    duration: Time
+    follow_up: Time = 3600.0
+
+
+class MWAntenna(Strict):
+    antenna: Literal["monopole", "dipole", "choked", "dual_slot"] = "choked"
+    frequency: Frequency = 2.45e9
+    tip: Point
+    direction: tuple[float, float, float] = (0.0, 0.0, 1.0)
+    diameter: Length = 1.8e-3
+    shaft_cooling: bool = Field(True, description="cooled shaft (no heating behind the choke region)")
+
+    _unit = field_validator("direction")(classmethod(lambda cls, v: _unit_vector(v)))
+
+    @field_validator("frequency")
+    @classmethod
+    def _freq(cls, v):
+        if min(abs(v - 915e6), abs(v - 2.45e9)) > 1e6:
+            raise ValueError("expected 915 MHz or 2.45 GHz")
+        return v
+
+
+class MWASession(Strict):
+    """Microwave ablation."""
+    day: float = Field(0.0, ge=0)
+    modality: Literal["mwa"]
+    device: MWAntenna
+    power: Power
+    duration: Time
+    follow_up: Time = 3600.0
+
+    @field_validator("power")
+    @classmethod
+    def _pos(cls, v):
+        if not (0 < v <= 200):
+            raise ValueError("expected a power between 0 and 200 W")
+        return v
+
+
+class CryoPhase(Strict):
+    phase: Literal["freeze", "thaw"]
+    duration: Time
+    active: bool = Field(False, description="thaw: active (helium/electric) warming instead of passive")
+
+
+class CryoDevice(Strict):
+    probes: list[Probe] = Field(min_length=1)
+    diameter: Length = 1.5e-3
+    active_length: Length = Field(30e-3, description="length of the freezing zone of the probe")
+
+
+class CryoSession(Strict):
+    """Cryoablation (argon-like probes), freeze-thaw cycles."""
+    day: float = Field(0.0, ge=0)
+    modality: Literal["cryo"]
+    device: CryoDevice
+    protocol: list[CryoPhase] = Field(min_length=1)
+    follow_up: Time = 3600.0
+
+
+THERMAL_MODALITIES = ("rfa", "mwa", "cryo")
+AnySession = Annotated[Session | RFASession | MWASession | CryoSession, Field(discriminator="modality")]
+
+
 class Course(Strict):
-    sessions: list[Session] = Field(min_length=1)
+    sessions: list[AnySession] = Field(min_length=1)
 
 
 class Outputs(Strict):
@@ -170,6 +299,7 @@ class Outputs(Strict):
 
 class Solver(Strict):
     injection_dt: Time = 4.0
+    heating_dt: Time = Field(2.0, description="heat step while an applicator is on")
     max_dt: Time = 1800.0
     dt_growth: float = Field(1.3, gt=1.0, le=3.0)
 
@@ -197,7 +327,8 @@ def _loc_to_field(loc) -> str:
         if isinstance(part, int):
             out += f"[{part}]"
         elif part in ("SubcutaneousGeometry", "LiverGeometry", "MultiTumorGeometry", "NiftiGeometry",
-                      "subcutaneous", "liver", "multi_tumor", "nifti", "ClO2Agent", "EthanolAgent"):
+                      "subcutaneous", "liver", "multi_tumor", "nifti", "ClO2Agent", "EthanolAgent",
+                      "clo2", "ethanol", "rfa", "mwa", "cryo"):
             continue
         else:
             out += ("." if out else "") + str(part)

@@ -39,7 +39,7 @@ from .physics import oxidant as ox_mod
 from .physics import vessels as ves_mod
 from .physics.injection import InjectionMechanics, MechanicsTissue, NeedleTrack
 from .result import Result
-from .scenario import Scenario, Session, load_raw, validate
+from .scenario import THERMAL_MODALITIES, Scenario, Session, load_raw, validate
 from .tissue_state import TissueState
 from .transport import advect_with_flow, diffuse
 
@@ -419,6 +419,12 @@ FIELD_ATTRS = {
     "reductive_total_left": ("1", "total reductive capacity left, fraction of initial"),
     "ethanol": ("1", "ethanol volume fraction in tissue liquid"),
     "ethanol_dose": ("1", "ethanol kill dose Omega (necrosis at 1)"),
+    "temperature": ("degC", "tissue temperature"),
+    "temperature_max": ("degC", "highest temperature reached so far"),
+    "temperature_min": ("degC", "lowest temperature reached so far"),
+    "damage_omega": ("1", "Arrhenius cell-death integral Omega (coagulation at 1)"),
+    "cem43": ("min", "cumulative equivalent minutes at 43 degC"),
+    "perfusion_factor": ("1", "perfusion left after microvessel coagulation / freezing (1 intact)"),
 }
 
 
@@ -428,8 +434,11 @@ def _dataset(model: TissueModel, snaps: list[tuple[float, dict]], sc: Scenario, 
               "x": ("x", g.axis(0) * 1e3, {"units": "mm"}), "y": ("y", g.axis(1) * 1e3, {"units": "mm"}),
               "z": ("z", g.axis(2) * 1e3, {"units": "mm", "long_name": "height (0 = tissue surface for phantoms)"})}
     data = {"labels": (("x", "y", "z"), model.labels.astype(np.uint8))}
-    for name in snaps[0][1]:
-        data[name] = (("time", "x", "y", "z"), np.stack([s[name] for _, s in snaps]))
+    names = list(dict.fromkeys(k for _, s in snaps for k in s))
+    for name in names:
+        ref = next(s[name] for _, s in snaps if name in s)
+        fill = np.full(ref.shape, np.nan, dtype=np.float32) if ref.dtype.kind == "f" else np.full(ref.shape, -1, ref.dtype)
+        data[name] = (("time", "x", "y", "z"), np.stack([s.get(name, fill) for _, s in snaps]))
     ds = xr.Dataset(data, coords=coords)
     for name, (unit, long) in FIELD_ATTRS.items():
         if name in ds:
@@ -468,24 +477,45 @@ def run_scenario(scenario, out=None, progress=None, scenario_raw=None) -> Result
     model = build_model(sc)
     st = SimState.initial(model)
     all_snaps, ts_all, runners = [], {}, []
-    t_offset = 0.0
     n = len(sc.course.sessions)
     for si, session in enumerate(sc.course.sessions):
         t_offset = session.day * 86400.0
-        r = SessionRunner(model, sc, session, si, st, progress, (si / n, (si + 1) / n))
+        if session.modality in THERMAL_MODALITIES:
+            from .thermal import ThermalSessionRunner
+            r = ThermalSessionRunner(model, sc, session, si, st, progress, (si / n, (si + 1) / n))
+        else:
+            r = SessionRunner(model, sc, session, si, st, progress, (si / n, (si + 1) / n))
         r.run()
         runners.append(r)
-        all_snaps.extend((t + t_offset, s) for t, s in r.snapshots)
+        all_snaps.extend((t + t_offset, snap) for t, snap in r.snapshots)
+        length = len(ts_all.get("t_s", []))
         for k, v in r.timeseries.items():
             vals = [x + t_offset for x in v] if k == "t_s" else v
-            ts_all.setdefault(k, []).extend(vals)
+            col = ts_all.setdefault(k, [])
+            col.extend([None] * (length - len(col)))
+            col.extend(vals)
+        length = len(ts_all["t_s"])
+        for col in ts_all.values():
+            col.extend([None] * (length - len(col)))
     metrics = compute_metrics(model, sc, st, runners, ts_all)
     metrics["runtime_s"] = _time.time() - wall0
     ds = _dataset(model, all_snaps, sc, 0.0)
     prov = provenance(sc.seed, metrics["runtime_s"], started)
-    extras = {"needle_tips_index": [list(nd.tip_index) for nd in runners[0].needles],
-              "label_table": {int(k): v for k, v in model.label_table.items()},
-              "injection_end_s": runners[0].t_inj_end}
+    extras = {"label_table": {int(k): v for k, v in model.label_table.items()}}
+    inj = [r for r in runners if isinstance(r, SessionRunner)]
+    if inj:
+        extras.update({"needle_tips_index": [list(nd.tip_index) for nd in inj[0].needles],
+                       "injection_end_s": inj[0].t_inj_end + sc.course.sessions[inj[0].si].day * 86400.0})
+    th = [r for r in runners if not isinstance(r, SessionRunner)]
+    if th:
+        r0 = th[0]
+        day0 = sc.course.sessions[r0.si].day * 86400.0
+        extras.update({"probe_tips_index": [list(model.grid.index_of(r0.probe_tip_m))],
+                       "probe_direction": [-float(x) for x in r0.probe_dir],  # pointing: shaft -> tip
+                       "heating_end_s": r0.heating_end + day0,
+                       "modality": r0.modality})
+        if r0.active_length_mm:
+            extras["active_length_mm"] = r0.active_length_mm
     result = Result(raw, sc.model_dump(mode="json"), metrics, ds, prov, extras=extras)
     if out is not None:
         from .io.run_folder import write_run
@@ -494,10 +524,71 @@ def run_scenario(scenario, out=None, progress=None, scenario_raw=None) -> Result
 
 
 def compute_metrics(model: TissueModel, sc: Scenario, st: SimState, runners, ts) -> dict:
-    f, dV, L = st.f, model.grid.dV, st.ledger
+    """Metrics with the same meaning for every modality; injection and thermal sessions add their own keys."""
+    f, dV = st.f, model.grid.dV
     tumor = model.mask("tumor")
     state = f["state"]
-    injected_ml = sum(inj.volume for s in sc.course.sessions for inj in s.injections) * 1e6
+    hyps = model.library.hypotheses(model.tissues_present())
+    m = {
+        "scenario": sc.name,
+        "disclaimer": "Research software, not a medical device; no dosing advice.",
+        "modalities": sorted({s.modality for s in sc.course.sessions}),
+        "tumor_volume_ml": M.tumor_volume_ml(tumor, dV),
+        "viable_tumor_ml": M.viable_tumor_ml(tumor, state, dV),
+        "necrotic_tumor_fraction": M.necrotic_tumor_fraction(tumor, state),
+        "normal_tissue_necrosis_ml": M.normal_tissue_necrosis_ml(model.tissue, tumor, state, dV),
+        "necrosis_beyond_tumor_mm": M.necrosis_beyond_tumor_mm(tumor, state, model.grid.spacing),
+        "necrosis_by_cause_ml": M.necrosis_by_cause_ml(state, dV),
+        "committed_not_yet_necrotic_ml": M.committed_ml(st.death.commit_time, state, dV),
+    }
+    inj = [r for r in runners if isinstance(r, SessionRunner)]
+    th = [r for r in runners if not isinstance(r, SessionRunner)]
+    if inj:
+        m.update(_injection_metrics(model, sc, st, inj, ts))
+        hyps += m.pop("_hypotheses")
+    if th:
+        from .thermal_metrics import isotherm_volume_ml, zone_metrics
+        r0 = th[0]
+        zone = M.dead_mask(state) & model.tissue
+        zm = zone_metrics(zone, tumor, model.tissue, model.grid.spacing, model.grid.origin, r0.probe_tip_m, r0.probe_dir)
+        bal = [r.heat.energy_balance() for r in th]
+        led = {k: sum(b[k] for b in bal) for k in bal[0] if k != "rel_error"}
+        scale = max(abs(led["delivered"]), abs(led["probe"]), abs(led["stored_change"]), 1e-30)
+        # energy the applicators put into the tissue: RF/MW deposition; for cryo minus what the probes extracted
+        applied = sum(r.heat.ledger["delivered"] - (r.heat.ledger["probe"] if r.modality == "cryo" else 0.0)
+                      for r in th)
+        t_max = np.maximum.reduce([r.T_max for r in th])
+        t_min = np.minimum.reduce([r.T_min for r in th])
+        m.update(zm)
+        m.update({
+            "energy_delivered_j": applied,
+            "energy_balance_rel_error": abs(led["residual"]) / scale,
+            "energy_ledger_j": led,
+            "peak_temperature_c": float(t_max[model.tissue].max()) - 273.15,
+            "min_temperature_c": float(t_min[model.tissue].min()) - 273.15,
+            "coagulated_ml": M.volume_ml(state == int(TissueState.COAGULATED), dV),
+            "frozen_dead_ml": M.volume_ml(state == int(TissueState.FROZEN_DEAD), dV),
+            "ice_ball_ml": {f"{c} degC": isotherm_volume_ml(t_min, 273.15 + c, dV, within=model.tissue)
+                            for c in (0, -20, -40)},
+            "matrix_fixed_ml": M.volume_ml(np.asarray(f.get("matrix_fixed", np.zeros(1, bool))), dV),
+            "microvessels_coagulated_ml": M.volume_ml(np.asarray(f.get("microvessels_coagulated", np.zeros(1, bool))), dV),
+        })
+        seen = set()
+        for r in th:
+            for row in r.hypotheses():
+                if row["name"] not in seen:
+                    seen.add(row["name"])
+                    hyps.append(row)
+    m["hypotheses"] = hyps
+    m["grid"] = {"shape": list(model.grid.shape), "voxel_mm": [h * 1e3 for h in model.grid.spacing]}
+    m["timeseries"] = ts
+    return m
+
+
+def _injection_metrics(model: TissueModel, sc: Scenario, st: SimState, runners, ts) -> dict:
+    f, dV, L = st.f, model.grid.dV, st.ledger
+    injected_ml = sum(inj.volume for s in sc.course.sessions if s.modality not in THERMAL_MODALITIES
+                      for inj in s.injections) * 1e6
     # fluid (volume) balance from the mechanics' own ledger, summed over sessions
     fluid_in, fluid_res, budgets = 0.0, 0.0, []
     for r in runners:
@@ -522,27 +613,17 @@ def compute_metrics(model: TissueModel, sc: Scenario, st: SimState, runners, ts)
     ox = balances.get("oxidant")
     n_ox_in = L.total_in("oxidant")
     consumed = sum(v for k, v in L.sinks["oxidant"].items() if k.startswith("consumed")) if ox else 0.0
-    hyps = model.library.hypotheses(model.tissues_present())
     r0 = runners[0]
-    hyps += hypotheses_of(list(PROCEDURE.values()) + list(SOLUTE_DIFFUSIVITY.values()),
-                          {PROCEDURE[k].name: v for k, v in r0.procedure.items()})
+    hyps = hypotheses_of(list(PROCEDURE.values()) + list(SOLUTE_DIFFUSIVITY.values()),
+                         {PROCEDURE[k].name: v for k, v in r0.procedure.items()})
     hyps += module_hypotheses(r0.death_params) + module_hypotheses(r0.vessel_params)
     if any(s.modality == "clo2" for s in sc.course.sessions):
         hyps += module_hypotheses(r0.mp["oxidant"])
     if any(s.modality == "ethanol" for s in sc.course.sessions):
         hyps += module_hypotheses(r0.mp["ethanol_kill"])
-    m = {
-        "scenario": sc.name,
-        "disclaimer": "Research software, not a medical device; no dosing advice.",
-        "tumor_volume_ml": M.tumor_volume_ml(tumor, dV),
-        "viable_tumor_ml": M.viable_tumor_ml(tumor, state, dV),
-        "necrotic_tumor_fraction": M.necrotic_tumor_fraction(tumor, state),
-        "normal_tissue_necrosis_ml": M.normal_tissue_necrosis_ml(model.tissue, tumor, state, dV),
-        "necrosis_beyond_tumor_mm": M.necrosis_beyond_tumor_mm(tumor, state, model.grid.spacing),
-        "necrosis_by_cause_ml": M.necrosis_by_cause_ml(state, dV),
-        "committed_not_yet_necrotic_ml": M.committed_ml(st.death.commit_time, state, dV),
+    return {
         "injected_ml": injected_ml,
-        "peak_pressure_kpa": float(max(ts["peak_pressure_kpa"])),
+        "peak_pressure_kpa": float(max(x for x in ts["peak_pressure_kpa"] if x is not None)),
         "backflow_ml": sum(r.track_inflow for r in runners) * 1e6,
         "backflow_out_of_skin_ml": sum(b.get("backflow_out", 0.0) for b in budgets) * 1e6,
         "oxidant_injected_mmol": n_ox_in * 1e3,
@@ -553,11 +634,8 @@ def compute_metrics(model: TissueModel, sc: Scenario, st: SimState, runners, ts)
         "volume_budget_ml": {k: float(v) * 1e6 for k, v in _sum_dicts(budgets).items()
                              if k not in ("residual", "rel_error")},
         "balances": balances,
-        "hypotheses": hyps,
-        "grid": {"shape": list(model.grid.shape), "voxel_mm": [h * 1e3 for h in model.grid.spacing]},
-        "timeseries": ts,
+        "_hypotheses": hyps,
     }
-    return m
 
 
 def _sum_dicts(ds):

@@ -48,6 +48,12 @@ KINDS = {
     "density": ("kg/m**3", "a density, e.g. '1060 kg/m^3'"),
     "specific_heat": ("J/(kg*K)", "a specific heat, e.g. '3600 J/(kg*K)'"),
     "electrical_conductivity": ("S/m", "an electrical conductivity, e.g. '0.35 S/m'"),
+    "molar_energy": ("J/mol", "an activation energy, e.g. '257.7 kJ/mol'"),
+    "power": ("W", "a power, e.g. '60 W'"),
+    "energy": ("J", "an energy, e.g. '20 kJ'"),
+    "frequency": ("Hz", "a frequency, e.g. '2.45 GHz'"),
+    "resistance": ("ohm", "a resistance, e.g. '20 ohm'"),
+    "heat_transfer": ("W/(m**2*K)", "a heat-transfer coefficient, e.g. '10 W/(m^2*K)'"),
     "dimensionless": ("", "a plain number or a fraction, e.g. '0.3' or '30 %'"),
 }
 

@@ -13,6 +13,8 @@ Equation (per unit tissue volume, temperature ``T`` in kelvin, volumetric enthal
                          cryoprobe history): a Dirichlet condition written as a stiff sink
            vessel        large-vessel lumen voxels held at blood temperature (heat sink; flowing blood)
            surface       convective loss of skin voxels to the room through their air faces, beta = h n_air / dx
+           boundary      the tissue beyond the simulated box: a far temperature half a voxel outside each
+                         boundary face, beta = 2 k n_faces / dx^2 (otherwise the box walls are insulated)
 
 Enthalpy (one branch per phase, reference H = 0 at the solidus ``T_s``)::
 
@@ -39,9 +41,9 @@ Time discretisation of one step ``dt`` (Lie splitting, all parts unconditionally
    branch ends as often as needed. Each channel's energy is ``beta_s * int (T - T_s) dt`` with
    ``int (T - T*) dt = (H_0 - H_1)/beta``, so the channels add up to the change of H exactly.
 
-The domain boundary is insulated (zero flux): make the domain large enough that perfusion sets the far
-temperature (the Pennes length sqrt(k / (w_b rho_b c_b)) is 3-5 mm in liver). The energy ledger then reads
-``delivered + metabolic = change of stored enthalpy (sensible + latent) + perfusion + probe + vessel + surface``.
+The box walls are insulated (zero flux) unless the caller adds the ``boundary`` channel (tissue continues
+beyond the box at a far temperature). The energy ledger reads ``delivered + metabolic = change of stored
+enthalpy (sensible + latent) + perfusion + probe + vessel + surface + boundary``.
 
 Fields read: temperature-independent property arrays (C_f, C_u, C_d, L_f, L_v, k_u, k_f), source and sink
 arrays. Fields written: ``H`` and ``T`` (in place).
@@ -70,6 +72,11 @@ class PhaseParams:
     k_slope: float = 1.5e-3               # 1/K, hypothesis: k rises with T up to 99 degC (parameters.md D1, qualitative [V])
     dry_capacity_factor: float = 0.4      # hypothesis: C of desiccated tissue / C of hydrated tissue
     t_body: float = T0C + 37.0
+    # numerical: the conduction sweeps use min(C(T), cap * C_u) as capacity. Within a narrow phase-change
+    # branch C(T) is huge and the linearised update could move far more enthalpy than the branch holds
+    # (a voxel boiling beside a cooled probe swung through the whole plateau); the cap keeps each sweep's
+    # exchange at the physical conductive flux, and H (hence T) stays exact and conserved.
+    conduction_capacity_cap: float = 20.0
     surface_h: float = 10.0               # W/(m^2 K), hypothesis: natural convection of skin to room air
     t_room: float = T0C + 22.0
 
@@ -110,10 +117,12 @@ class HeatProperties:
         return self.C_u[self.material] > 0
 
     def table(self) -> np.ndarray:
-        """(n_materials, 8) table for the kernels: C_f, C_u, C_d, L_f, L_v, k_u, k_f, domain flag."""
+        """(n_materials, 9) table for the kernels: C_f, C_u, C_d, L_f, L_v, k_u, k_f, domain flag, conduction
+        capacity cap."""
         ph = self.phase
         return np.ascontiguousarray(np.stack([self.C_f, self.C_u, ph.dry_capacity_factor * self.C_u, self.L_f, self.L_v,
-                                              self.k_u, self.k_f, (self.C_u > 0).astype(float)], axis=1))
+                                              self.k_u, self.k_f, (self.C_u > 0).astype(float),
+                                              ph.conduction_capacity_cap * self.C_u], axis=1))
 
 
 # --------------------------------------------------------------------------------------------- H(T) and T(H)
@@ -192,7 +201,7 @@ def _state_flat(H, dH, T, C, k, mat, tab, Ts, Tl, Tv0, Tv1, Tbody, slope):
             H[i] = h
             t, c, _ = _t_of_h(h, tab[m, 0], tab[m, 1], tab[m, 2], tab[m, 3], tab[m, 4], Ts, Tl, Tv0, Tv1)
             T[i] = t
-            C[i] = c
+            C[i] = min(c, tab[m, 8])
             k[i] = _k_of_t(t, tab[m, 5], tab[m, 6], Ts, Tl, Tv0, Tbody, slope)
         else:
             C[i] = 0.0
@@ -209,7 +218,7 @@ def _conduct_update_flat(H, Tlin, T, theta, C, k, mat, tab, Ts, Tl, Tv0, Tv1, Tb
             H[i] = h
             t, c, _ = _t_of_h(h, tab[m, 0], tab[m, 1], tab[m, 2], tab[m, 3], tab[m, 4], Ts, Tl, Tv0, Tv1)
             T[i] = t
-            C[i] = c
+            C[i] = min(c, tab[m, 8])
             k[i] = _k_of_t(t, tab[m, 5], tab[m, 6], Ts, Tl, Tv0, Tbody, slope)
 
 
@@ -244,6 +253,9 @@ def _relax_exact(H, beta, Tstar, dt, Cf, Cu, Cd, Lf, Lv, Ts, Tl, Tv0, Tv1):
             Tb = Tv1 if b == 4 else (Tv0 if b == 3 else (Tl if b == 2 else (Ts if b == 1 else -np.inf)))
             reach = Tstar > Tb
         rate = beta / C
+        if rate * rem < 1e-12:   # negligible sink (e.g. perfusion all but shut off): first order is exact here
+            T = T - (T - Tstar) * rate * rem
+            break
         if not reach:
             tb = np.log((T - Tstar) / (Tb - Tstar)) / rate
             if tb < rem:
@@ -295,7 +307,7 @@ def _perfusion_flat(H, T, C, k, mat, tab, bperf, Tart, skip, dt, out, Ts, Tl, Tv
             acc += h0 - h1
             t, c, _ = _t_of_h(h1, tab[m, 0], tab[m, 1], tab[m, 2], tab[m, 3], tab[m, 4], Ts, Tl, Tv0, Tv1)
             T[i] = t
-            C[i] = c
+            C[i] = min(c, tab[m, 8])
             k[i] = _k_of_t(t, tab[m, 5], tab[m, 6], Ts, Tl, Tv0, Tbody, slope)
         out[blk] = acc
 
@@ -330,19 +342,20 @@ def _sparse_flat(H, T, C, k, mat, tab, bperf, Tart, idx, sb, st, dt, out, Ts, Tl
                 out[c + 1] += sb[v, c] * (intT - st[v, c] * dt)
         t, cc, _ = _t_of_h(h1, tab[m, 0], tab[m, 1], tab[m, 2], tab[m, 3], tab[m, 4], Ts, Tl, Tv0, Tv1)
         T[i] = t
-        C[i] = cc
+        C[i] = min(cc, tab[m, 8])
         k[i] = _k_of_t(t, tab[m, 5], tab[m, 6], Ts, Tl, Tv0, Tbody, slope)
 
 
 # --------------------------------------------------------------------------------------------- solver
 
-SPARSE_CHANNELS = ("probe", "vessel", "surface")
+SPARSE_CHANNELS = ("probe", "vessel", "surface", "boundary")
 STIFF_CHANNELS = ("probe", "vessel")
 
 
 class SparseSinks:
     """Sinks on a few voxels: flat voxel indices ``idx`` (unique) and per-channel ``beta`` (W/(m^3 K)) and
-    reference temperature ``t_ref`` (K), arrays of shape (n_voxels, 3) for the channels probe, vessel, surface.
+    reference temperature ``t_ref`` (K), arrays of shape (n_voxels, 4) for the channels probe, vessel, surface,
+    boundary.
     Update ``beta``/``t_ref`` in place between steps (e.g. a cryoprobe's surface-temperature history)."""
 
     def __init__(self, idx: np.ndarray):

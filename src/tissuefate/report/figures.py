@@ -179,8 +179,13 @@ def injection_pressure(result, path: Path) -> None:
 def make_figures(result, folder: Path) -> list[Path]:
     folder = Path(folder)
     out = []
-    for fn, name in [(slices_tip, "slices_tip.png"), (necrosis_over_time, "necrosis_over_time.png"),
-                     (injected_volume, "injected_volume.png"), (injection_pressure, "injection_pressure.png")]:
-        fn(result, folder / name)
-        out.append(folder / name)
+    mods = set(result.metrics.get("modalities", []))
+    if mods & {"clo2", "ethanol"}:
+        for fn, name in [(slices_tip, "slices_tip.png"), (necrosis_over_time, "necrosis_over_time.png"),
+                         (injected_volume, "injected_volume.png"), (injection_pressure, "injection_pressure.png")]:
+            fn(result, folder / name)
+            out.append(folder / name)
+    if mods & {"rfa", "mwa", "cryo"}:
+        from .thermal_figures import make_thermal_figures
+        out += make_thermal_figures(result.fields, result.metrics, result.extras, folder)
     return out

@@ -108,14 +108,18 @@ def print_summary(result) -> None:
 
 @app.command()
 def validate(file: str = typer.Argument(..., help="scenario YAML file or built-in name")):
-    """Validate a scenario file (units, ranges, geometry, needles) without running it."""
+    """Validate a scenario file (units, ranges, geometry, needles and probes) without running it."""
     from .applicators import make_needle
     from .model import build_model
     from .scenario import load_scenario
     try:
         sc = load_scenario(file)
         model = build_model(sc)
+        from .thermal import check_applicators
         for i, s in enumerate(sc.course.sessions):
+            if s.modality in ("rfa", "mwa", "cryo"):
+                check_applicators(model, s, i)
+                continue
             for j, inj in enumerate(s.injections):
                 make_needle(model.grid, model.tissue, inj.tip, inj.direction, inj.gauge,
                             f"course.sessions[{i}].injections[{j}]")

@@ -299,7 +299,8 @@ class Outputs(Strict):
 
 class Solver(Strict):
     injection_dt: Time = 4.0
-    heating_dt: Time = Field(2.0, description="heat step while an applicator is on")
+    heating_dt: Time | None = Field(None, description="heat step while an applicator is on (default 2 s for RFA "
+                                    "and MWA, 5 s for cryo)")
     max_dt: Time = 1800.0
     dt_growth: float = Field(1.3, gt=1.0, le=3.0)
 

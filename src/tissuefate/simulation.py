@@ -549,7 +549,8 @@ def compute_metrics(model: TissueModel, sc: Scenario, st: SimState, runners, ts)
     if th:
         from .thermal_metrics import isotherm_volume_ml, zone_metrics
         r0 = th[0]
-        zone = M.dead_mask(state) & model.tissue
+        # the ablation zone: tissue killed by heat or cold (Omega >= 1 / lethal freezing), as in the figures
+        zone = np.isin(state, [int(TissueState.COAGULATED), int(TissueState.FROZEN_DEAD)]) & model.tissue
         zm = zone_metrics(zone, tumor, model.tissue, model.grid.spacing, model.grid.origin, r0.probe_tip_m, r0.probe_dir)
         bal = [r.heat.energy_balance() for r in th]
         led = {k: sum(b[k] for b in bal) for k in bal[0] if k != "rel_error"}
@@ -570,6 +571,8 @@ def compute_metrics(model: TissueModel, sc: Scenario, st: SimState, runners, ts)
             "frozen_dead_ml": M.volume_ml(state == int(TissueState.FROZEN_DEAD), dV),
             "ice_ball_ml": {f"{c} degC": isotherm_volume_ml(t_min, 273.15 + c, dV, within=model.tissue)
                             for c in (0, -20, -40)},
+            "thermal_solver": {"rejected_substeps": sum(r.n_rejected for r in th),
+                               "rf_potential_solves": sum(getattr(getattr(r, "driver", None), "solves", 0) for r in th)},
             "matrix_fixed_ml": M.volume_ml(np.asarray(f.get("matrix_fixed", np.zeros(1, bool))), dV),
             "microvessels_coagulated_ml": M.volume_ml(np.asarray(f.get("microvessels_coagulated", np.zeros(1, bool))), dV),
         })

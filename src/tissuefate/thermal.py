@@ -56,6 +56,9 @@ THERMAL_PROCEDURE = {
     "rf_resolve_sigma_change": _p("rf_resolve_sigma_change", 0.05, "1",
                                   "numerical: the potential is re-solved when sigma has changed by this fraction "
                                   "since the last solve (power-weighted mean over the tissue)"),
+    "max_linearization_error": _p("max_linearization_error", 10.0, "K",
+                                  "numerical: a heat step is halved when a voxel's enthalpy update leaves its "
+                                  "phase branch by more than this"),
     "cool_down_band": _p("cool_down_band", 1.0, "K",
                          "numerical: the heat solver stops once all tissue is within this of its resting temperature"),
 }
@@ -131,6 +134,23 @@ def surface_sink_mask(domain: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return n > 0, n
 
 
+def check_applicators(model: TissueModel, session, si: int) -> None:
+    """Every applicator tip lies in tissue inside the domain (ScenarioError naming the field otherwise)."""
+    g = model.grid
+    if session.modality == "cryo":
+        tips = [(f"device.probes[{j}].tip", p.tip) for j, p in enumerate(session.device.probes)]
+    else:
+        tips = [("device.tip", session.device.tip)]
+    for where, tip in tips:
+        tip = np.asarray(tip, dtype=float)
+        if not g.contains(tip) or not model.tissue[g.index_of(tip)]:
+            lo = np.asarray(g.origin) - 0.5 * np.asarray(g.spacing)
+            hi = lo + np.asarray(g.extent)
+            raise ScenarioError(f"course.sessions[{si}].{where}", f"({', '.join(f'{1e3 * v:g} mm' for v in tip)})",
+                                "a point inside tissue (not air or a vessel lumen) within the domain: " +
+                                ", ".join(f"{a} in [{1e3 * l:.3g}, {1e3 * h:.3g}] mm" for a, l, h in zip("xyz", lo, hi)))
+
+
 # ---------------------------------------------------------------------------------------------- the session
 
 class ThermalSessionRunner:
@@ -165,7 +185,8 @@ class ThermalSessionRunner:
         self.snapshots: list[tuple[float, dict]] = []
         self.T_max = self.heat.T.copy()
         self.T_min = self.heat.T.copy()
-        self.energy_delivered = 0.0
+        self._h_ok = None           # last accepted sub-step when it was shorter than the step asked for
+        self.n_rejected = 0
 
     # ------------------------------------------------------------------ applicators
     def _build_applicator(self):
@@ -177,12 +198,7 @@ class ThermalSessionRunner:
                                       dtype=float)
         d = s.device.direction if self.modality != "cryo" else s.device.probes[0].direction
         self.probe_dir = np.asarray(d, dtype=float) / np.linalg.norm(d)
-        tips = [self.probe_tip_m] if self.modality != "cryo" else [np.asarray(p.tip, float) for p in s.device.probes]
-        for j, tip in enumerate(tips):
-            if not g.contains(tip) or not tissue[g.index_of(tip)]:
-                where = "device.tip" if self.modality != "cryo" else f"device.probes[{j}].tip"
-                raise ScenarioError(f"{self.field}.{where}", f"({', '.join(f'{1e3 * v:g} mm' for v in tip)})",
-                                    "a point inside tissue within the domain")
+        check_applicators(self.model, s, self.si)
         self.active_length_mm = None
         if self.modality == "rfa":
             dev = s.device
@@ -263,9 +279,9 @@ class ThermalSessionRunner:
             phases = [("heat", s.duration, False)]
         self.heating_end = sum(d for _, d, _ in phases)
         t_total = self.heating_end + s.follow_up
-        dt0 = sc.solver.heating_dt
+        dt0 = sc.solver.heating_dt or (5.0 if self.modality == "cryo" else 2.0)
         self._equilibrate()
-        driver = self._driver()
+        driver = self.driver = self._driver()
         self._record(0.0, {})
         self._snapshot(0.0)
         t = 0.0
@@ -328,13 +344,28 @@ class ThermalSessionRunner:
         self.T_min[...] = self.heat.T
 
     def _advance(self, dt: float, q) -> None:
-        T_old = self.heat.T.copy()
-        pf = self.damage.perfusion_factor()
-        self.heat.step(dt, q_ext=q, perfusion=self.mats.perfusion_beta0 * pf,
-                       t_arterial=self.proc["arterial_temperature"], sparse=self.sparse)
-        self.damage.update(T_old, self.heat.T, dt)
-        np.maximum(self.T_max, self.heat.T, out=self.T_max)
-        np.minimum(self.T_min, self.heat.T, out=self.T_min)
+        """Advance by dt in sub-steps: a sub-step whose linearised-enthalpy update left its branch by more than
+        ``max_linearization_error`` is rejected and halved (see HeatSolver.linearization_error)."""
+        tol = self.proc["max_linearization_error"]
+        remaining, h = dt, dt if self._h_ok is None else min(dt, self._h_ok)
+        while remaining > 1e-12:
+            h = min(h, remaining)
+            saved = self.heat.save()
+            T_old = saved[1]
+            pf = self.damage.perfusion_factor()
+            self.heat.step(h, q_ext=q, perfusion=self.mats.perfusion_beta0 * pf,
+                           t_arterial=self.proc["arterial_temperature"], sparse=self.sparse)
+            if self.heat.linearization_error > tol and h > 1e-3:
+                self.heat.restore(saved)
+                h *= 0.5
+                self.n_rejected += 1
+                continue
+            self.damage.update(T_old, self.heat.T, h)
+            np.maximum(self.T_max, self.heat.T, out=self.T_max)
+            np.minimum(self.T_min, self.heat.T, out=self.T_min)
+            remaining -= h
+            self._h_ok = h if h < dt else None
+            h = min(2.0 * h, dt)
         self._update_state()
 
     def _update_state(self) -> None:
@@ -396,7 +427,7 @@ class ThermalSessionRunner:
             "temperature_max": (self.T_max - T0C).astype(np.float32),
             "temperature_min": (self.T_min - T0C).astype(np.float32),
             "damage_omega": self.damage.omega_cell.astype(np.float32),
-            "cem43": self.damage.cem43_min.astype(np.float32),
+            "cem43": np.minimum(self.damage.cem43_min, 1e30).astype(np.float32),   # float32-safe
             "perfusion_factor": self.damage.perfusion_factor().astype(np.float32),
         }))
 
@@ -454,9 +485,12 @@ class RFDriver:
         conducting &= ~runner.shaft
         ground = _ground_mask(runner.domain & conducting)
         ground &= ~runner.electrode
+        # rtol 1e-6: the heating is booked from the same potential that gives the conductance (sum q dV = G),
+        # so the energy ledger stays exact whatever the tolerance; 1e-6 is far below the model's uncertainty
         self.solver = rf.ElectricSolver(g, runner.electrode, ground, conducting,
-                                        electrode_distance=runner.electrode_distance)
+                                        electrode_distance=runner.electrode_distance, rtol=1e-6)
         self.omega_sigma = np.zeros(g.shape)
+        self.solves = 0
         self.sigma_solved = None
         self.sol = None
         self.thermocouples = _thermocouple_voxels(runner.electrode, runner.domain)
@@ -481,6 +515,7 @@ class RFDriver:
         if change > r.proc["rf_resolve_sigma_change"]:
             self.sol = self.solver.solve(sigma)
             self.sigma_solved = sigma
+            self.solves += 1
         scale = np.divide(sigma, self.sigma_solved, out=np.zeros_like(sigma), where=self.sigma_solved > 0)
         q1 = self.sol.q_per_v2 * scale                     # W/m^3 at 1 V (local sigma drift only)
         G = float(q1.sum()) * r.grid.dV

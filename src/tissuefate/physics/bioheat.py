@@ -27,7 +27,9 @@ Enthalpy (one branch per phase, reference H = 0 at the solidus ``T_s``)::
 L_f = rho w 333.55 kJ/kg and L_v = rho w 2257 kJ/kg, with w the tissue's water mass fraction [D]. The latent
 parts give the liquid fraction (freezing) and the vapour fraction (desiccation) that RF and MW read.
 
-Time discretisation of one step ``dt`` (Lie splitting, all parts unconditionally stable):
+Time discretisation of one step ``dt`` (Strang splitting: half a conduction step with the sweeps in x, y, z
+order, then sources and sinks over dt, then half a conduction step with the sweeps in z, y, x order; second
+order in time, and the steady state does not depend on dt to first order):
 
 1. sources: ``H += dt (Q_ext + Q_met)``;
 2. conduction: the LOD sweeps of :func:`tissuefate.numerics.lod.lod_diffuse` on ``C(T^n) dT/dt = div(k grad T)``
@@ -40,6 +42,11 @@ Time discretisation of one step ``dt`` (Lie splitting, all parts unconditionally
    integrated *exactly* through the piecewise-linear H(T): exponential relaxation within a branch, crossing
    branch ends as often as needed. Each channel's energy is ``beta_s * int (T - T_s) dt`` with
    ``int (T - T*) dt = (H_0 - H_1)/beta``, so the channels add up to the change of H exactly.
+
+The linearised update is exact only while a voxel stays within one branch of H(T) during a conduction
+sweep. ``linearization_error`` (max |T(H) - T_lin| of the last step, K) measures the violation; callers
+reject and halve steps where it exceeds a few kelvin (a boiling voxel beside cold tissue could otherwise
+swing through the whole plateau in one long step: energy stays conserved, the temperature does not).
 
 The box walls are insulated (zero flux) unless the caller adds the ``boundary`` channel (tissue continues
 beyond the box at a far temperature). The energy ledger reads ``delivered + metabolic = change of stored
@@ -77,8 +84,6 @@ class PhaseParams:
     # (a voxel boiling beside a cooled probe swung through the whole plateau); the cap keeps each sweep's
     # exchange at the physical conductive flux, and H (hence T) stays exact and conserved.
     conduction_capacity_cap: float = 20.0
-    surface_h: float = 10.0               # W/(m^2 K), hypothesis: natural convection of skin to room air
-    t_room: float = T0C + 22.0
 
     def __post_init__(self):
         if not (self.t_solidus < self.t_liquidus < self.t_vapor_start < self.t_vapor_end):
@@ -288,7 +293,8 @@ def _perfusion_flat(H, T, C, k, mat, tab, bperf, Tart, skip, dt, out, Ts, Tl, Tv
         for i in range(blk * n // nb, (blk + 1) * n // nb):
             m = mat[i]
             b = bperf[i]
-            if tab[m, 7] <= 0.0 or b <= 0.0 or skip[i]:
+            # a sink that cannot move H by 1e-12 of C*1K is skipped (tiny beta would also amplify round-off)
+            if tab[m, 7] <= 0.0 or b * dt <= 1e-12 * tab[m, 1] or skip[i]:
                 continue
             h0 = H[i]
             t0 = T[i]
@@ -329,7 +335,7 @@ def _sparse_flat(H, T, C, k, mat, tab, bperf, Tart, idx, sb, st, dt, out, Ts, Tl
         for c in range(nch):
             beta += sb[v, c]
             bt += sb[v, c] * st[v, c]
-        if beta <= 0.0:
+        if beta * dt <= 1e-12 * tab[m, 1]:
             continue
         tstar = bt / beta
         h0 = H[i]
@@ -420,6 +426,7 @@ class HeatSolver:
         self._refresh(self._none)
         self.H0_total = self.stored()
         self.ledger = {"delivered": 0.0, "metabolic": 0.0, "perfusion": 0.0, **{c: 0.0 for c in SPARSE_CHANNELS}}
+        self.linearization_error = 0.0
 
     def _refresh(self, dH):
         _state_flat(self.H.reshape(-1), dH.reshape(-1), self.T.reshape(-1), self.C.reshape(-1), self.k.reshape(-1),
@@ -453,6 +460,7 @@ class HeatSolver:
              sparse: SparseSinks | None = None) -> None:
         dV, dom = self.dV, self.domain
         dt = float(dt)
+        self.linearization_error = 0.0
         # Strang splitting: half a conduction step, the sources and sinks over dt, half a conduction step.
         # (Lie splitting leaves an O(dt) error even at steady state, several kelvin beside a cooled tip.)
         self._conduct(0.5 * dt, sparse, reverse=False)
@@ -493,6 +501,9 @@ class HeatSolver:
                 self.ledger[name] += float(np.sum(extra[:, j] * dT)) * self.dV   # heat taken up = removed
         _conduct_update_flat(self.H.reshape(-1), self._Tlin.reshape(-1), self.T.reshape(-1), self.C.reshape(-1),
                              self.C.reshape(-1), self.k.reshape(-1), self._mat, self._tab, *self._temps, *self._kt)
+        # how far the enthalpy update left the temperature of the linear solve (0 within one branch)
+        self.linearization_error = max(self.linearization_error,
+                                       float(np.max(np.abs(self.T - self._Tlin), where=self.domain, initial=0.0)))
 
     def _sinks(self, dt, perfusion, t_arterial, sparse):
         """Perfusion everywhere and the sparse channels, integrated exactly per voxel."""
@@ -515,6 +526,15 @@ class HeatSolver:
             for c, name in enumerate(SPARSE_CHANNELS):
                 self.ledger[name] += out[c + 1] * dV
             self._skip[sparse.idx] = False
+
+    def save(self) -> tuple:
+        """A copy of the state and ledger, for rejecting a step (see ``linearization_error``)."""
+        return self.H.copy(), self.T.copy(), self.C.copy(), self.k.copy(), dict(self.ledger)
+
+    def restore(self, saved: tuple) -> None:
+        H, T, C, k, ledger = saved
+        self.H[...], self.T[...], self.C[...], self.k[...] = H, T, C, k
+        self.ledger = dict(ledger)
 
     def energy_balance(self) -> dict:
         """Ledger (J) with the stored change (sensible + latent) and the relative balance error."""

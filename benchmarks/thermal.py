@@ -18,7 +18,7 @@ import time
 
 GROUPS = {
     "heat_solver": ("bioheat.py", "step"),
-    "rf_solves": ("rf.py", "solve"),
+    "rf_solves": ("thermal.py", "_solve"),
     "damage": ("thermal_damage.py", "update"),
     "mw_sar": ("microwave.py", "sar_field"),
     "equilibrate": ("thermal.py", "_equilibrate"),
@@ -35,12 +35,14 @@ def main():
     ap.add_argument("--voxel", type=float, default=0.5, help="mm")
     ap.add_argument("--extent", type=float, default=80.0, help="mm, edge of the cubic domain")
     ap.add_argument("--follow-up", type=float, default=10.0, help="min")
+    ap.add_argument("--rf-coarsening", type=int, default=1, help="RF potential on a grid coarser by 1 or 2")
     args = ap.parse_args()
     import tissuefate as tf
     e = args.extent
     sets = [f"domain.voxel_size={args.voxel} mm", f"domain.extent=[{e} mm, {e} mm, {e} mm]",
             "geometry.tumor_center=[0 mm, 0 mm, -40 mm]", "geometry.vessel_point=[0 mm, 15 mm, -40 mm]",
-            f"course.sessions.0.follow_up={args.follow_up} min", "outputs.figures=false", "outputs.vtk=false"]
+            f"course.sessions.0.follow_up={args.follow_up} min", "outputs.figures=false", "outputs.vtk=false",
+            f"model.thermal.rf_potential_coarsening={args.rf_coarsening}"]
     if args.protocol == "cryo":
         sets += ["course.sessions.0.device.probes.0.tip=[-7.5 mm, 0 mm, -55 mm]",
                  "course.sessions.0.device.probes.1.tip=[7.5 mm, 0 mm, -55 mm]"]
@@ -66,6 +68,8 @@ def main():
     out["energy_balance_rel_error"] = res.metrics["energy_balance_rel_error"]
     out["ablation_zone_ml"] = round(res.metrics["ablation_zone_ml"], 2)
     out["n_time_steps"] = len(res.metrics["timeseries"]["t_s"])
+    out.update(res.metrics.get("thermal_solver", {}))
+    out["rf_coarsening"] = args.rf_coarsening
     print(json.dumps(out))
 
 

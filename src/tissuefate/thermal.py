@@ -59,6 +59,9 @@ THERMAL_PROCEDURE = {
     "max_linearization_error": _p("max_linearization_error", 10.0, "K",
                                   "numerical: a heat step is halved when a voxel's enthalpy update leaves its "
                                   "phase branch by more than this"),
+    "rf_potential_coarsening": _p("rf_potential_coarsening", 1.0, "1",
+                                  "numerical: solve the RF potential on a grid coarser by this factor (1 or 2); "
+                                  "the heating of a coarse voxel is shared among its children by sigma"),
     "cool_down_band": _p("cool_down_band", 1.0, "K",
                          "numerical: the heat solver stops once all tissue is within this of its resting temperature"),
 }
@@ -219,6 +222,7 @@ class ThermalSessionRunner:
             shaft &= ~active
             # sub-voxel electrode surface for the potential (the staircase alone is ~10 % off in impedance)
             self.electrode_distance = ta.union_signed_distance([p.active_signed_distance(g) for p in probes])
+            self.rf_probes = probes
             self.electrode = active & self.domain
             self.shaft = shaft & self.domain
             self.held = self.electrode if dev.coolant_temperature is not None else np.zeros(g.shape, bool)
@@ -483,18 +487,54 @@ class RFDriver:
         runner._rf_driver_hypotheses = _param_hypotheses(self.params) + _param_hypotheses(self.gen)
         conducting = runner.mats.sigma_ref > 0
         conducting &= ~runner.shaft
-        ground = _ground_mask(runner.domain & conducting)
-        ground &= ~runner.electrode
+        self.factor = int(round(runner.proc["rf_potential_coarsening"]))
+        if self.factor not in (1, 2):
+            raise ScenarioError("model.thermal.rf_potential_coarsening", self.factor, "1 or 2")
         # rtol 1e-6: the heating is booked from the same potential that gives the conductance (sum q dV = G),
         # so the energy ledger stays exact whatever the tolerance; 1e-6 is far below the model's uncertainty
-        self.solver = rf.ElectricSolver(g, runner.electrode, ground, conducting,
-                                        electrode_distance=runner.electrode_distance, rtol=1e-6)
+        if self.factor == 1:
+            ground = _ground_mask(runner.domain & conducting) & ~runner.electrode
+            self.solver = rf.ElectricSolver(g, runner.electrode, ground, conducting,
+                                            electrode_distance=runner.electrode_distance, rtol=1e-6)
+        else:
+            from .geometry import Grid
+            from . import thermal_applicators as ta
+            self.shape_f = g.shape
+            cshape = tuple(-(-n // 2) for n in g.shape)
+            self.gc = Grid(cshape, tuple(2 * h for h in g.spacing), tuple(o + 0.5 * h for o, h in zip(g.origin, g.spacing)))
+            self.conducting_f = conducting & ~runner.electrode     # the metal is not heated
+            cond_c = self._coarsen(conducting.astype(float)) >= 0.5
+            elec_c = np.zeros(cshape, bool)
+            for p in runner.rf_probes:
+                elec_c |= p.active_mask(self.gc)
+            dist_c = ta.union_signed_distance([p.active_signed_distance(self.gc) for p in runner.rf_probes])
+            ground_c = _ground_mask(cond_c) & ~elec_c
+            self.solver = rf.ElectricSolver(self.gc, elec_c, ground_c, cond_c, electrode_distance=dist_c, rtol=1e-6)
         self.omega_sigma = np.zeros(g.shape)
         self.solves = 0
         self.sigma_solved = None
         self.sol = None
         self.thermocouples = _thermocouple_voxels(runner.electrode, runner.domain)
         runner._thermocouples = self.thermocouples
+
+    def _coarsen(self, a):
+        """Mean over the 2x2x2 children (the grid is padded by edge values to even sizes)."""
+        pad = [(0, (-n) % 2) for n in a.shape]
+        a = np.pad(a, pad, mode="edge")
+        n0, n1, n2 = (n // 2 for n in a.shape)
+        return a.reshape(n0, 2, n1, 2, n2, 2).mean(axis=(1, 3, 5))
+
+    def _solve(self, sigma):
+        """Heating per V^2 on the fine grid (W/m^3); on a coarsened grid the coarse voxel's heating is shared
+        among its children in proportion to their sigma, so sum(q) dV still equals the conductance."""
+        if self.factor == 1:
+            return self.solver.solve(sigma).q_per_v2
+        sig_f = np.where(self.conducting_f, sigma, 0.0)
+        sig_c = self._coarsen(sig_f)
+        sol = self.solver.solve(sig_c)
+        qc = np.divide(sol.q_per_v2, sig_c, out=np.zeros_like(sig_c), where=sig_c > 0)
+        q = np.repeat(np.repeat(np.repeat(qc, 2, 0), 2, 1), 2, 2)[tuple(slice(0, n) for n in self.shape_f)] * sig_f
+        return q
 
     def sigma(self):
         liq, vap = self.r.heat.fractions()
@@ -509,15 +549,15 @@ class RFDriver:
         if self.sigma_solved is None:
             change = np.inf
         else:
-            w = self.sol.q_per_v2
+            w = self.q_solved
             change = float(np.sum(w * np.abs(sigma - self.sigma_solved) / np.maximum(self.sigma_solved, 1e-12))
                            / max(float(w.sum()), 1e-300))
         if change > r.proc["rf_resolve_sigma_change"]:
-            self.sol = self.solver.solve(sigma)
+            self.q_solved = self._solve(sigma)
             self.sigma_solved = sigma
             self.solves += 1
         scale = np.divide(sigma, self.sigma_solved, out=np.zeros_like(sigma), where=self.sigma_solved > 0)
-        q1 = self.sol.q_per_v2 * scale                     # W/m^3 at 1 V (local sigma drift only)
+        q1 = self.q_solved * scale                         # W/m^3 at 1 V (local sigma drift only)
         G = float(q1.sum()) * r.grid.dV
         tip_T = float(T.reshape(-1)[self.thermocouples].max()) if self.thermocouples.size else float(T.max())
         meas = self.rf.RFMeasurement(conductance_s=G, tip_temperature_k=tip_T)

@@ -44,7 +44,9 @@ order in time, and the steady state does not depend on dt to first order):
    ``int (T - T*) dt = (H_0 - H_1)/beta``, so the channels add up to the change of H exactly.
 
 The linearised update is exact only while a voxel stays within one branch of H(T) during a conduction
-sweep. ``linearization_error`` (max |T(H) - T_lin| of the last step, K) measures the violation; callers
+sweep. ``linearization_error`` (K) is the largest distance of the updated T(H) from the interval between the
+voxel's old temperature and the linear solve's T_lin: zero within a branch and when a voxel only moves into
+the latent plateau it was heading for, large when a high-capacity voxel swung through its branch; callers
 reject and halve steps where it exceeds a few kelvin (a boiling voxel beside cold tissue could otherwise
 swing through the whole plateau in one long step: energy stays conserved, the temperature does not).
 
@@ -214,17 +216,33 @@ def _state_flat(H, dH, T, C, k, mat, tab, Ts, Tl, Tv0, Tv1, Tbody, slope):
 
 
 @njit(cache=True, parallel=True)
-def _conduct_update_flat(H, Tlin, T, theta, C, k, mat, tab, Ts, Tl, Tv0, Tv1, Tbody, slope):
-    """After the LOD sweeps: H += theta (T_lin - T), then T, C, k from H."""
-    for i in prange(T.size):
-        m = mat[i]
-        if tab[m, 7] > 0.0:
-            h = H[i] + theta[i] * (Tlin[i] - T[i])
-            H[i] = h
-            t, c, _ = _t_of_h(h, tab[m, 0], tab[m, 1], tab[m, 2], tab[m, 3], tab[m, 4], Ts, Tl, Tv0, Tv1)
-            T[i] = t
-            C[i] = min(c, tab[m, 8])
-            k[i] = _k_of_t(t, tab[m, 5], tab[m, 6], Ts, Tl, Tv0, Tbody, slope)
+def _conduct_update_flat(H, Tlin, T, theta, C, k, mat, tab, Ts, Tl, Tv0, Tv1, Tbody, slope, viol):
+    """After the LOD sweeps: H += theta (T_lin - T), then T, C, k from H.
+
+    ``viol[b]`` (per block of voxels) gets the largest distance of the new T(H) from the interval between the
+    old temperature and T_lin: zero when a voxel stays in its branch or only moves into the latent plateau it
+    was heading for, large when a high-capacity voxel swung through its branch."""
+    n = T.size
+    nb = viol.size
+    for blk in prange(nb):
+        worst = 0.0
+        for i in range(blk * n // nb, (blk + 1) * n // nb):
+            m = mat[i]
+            if tab[m, 7] > 0.0:
+                t_old = T[i]
+                tl = Tlin[i]
+                h = H[i] + theta[i] * (tl - t_old)
+                H[i] = h
+                t, c, _ = _t_of_h(h, tab[m, 0], tab[m, 1], tab[m, 2], tab[m, 3], tab[m, 4], Ts, Tl, Tv0, Tv1)
+                T[i] = t
+                C[i] = min(c, tab[m, 8])
+                k[i] = _k_of_t(t, tab[m, 5], tab[m, 6], Ts, Tl, Tv0, Tbody, slope)
+                lo = min(t_old, tl)
+                hi = max(t_old, tl)
+                d = lo - t if t < lo else (t - hi if t > hi else 0.0)
+                if d > worst:
+                    worst = d
+        viol[blk] = worst
 
 
 @njit(cache=True, parallel=True)
@@ -422,6 +440,7 @@ class HeatSolver:
         self._none = np.zeros(1)
         self._skip = np.zeros(self.T.size, dtype=np.bool_)
         self._blk = np.zeros(64)
+        self._viol = np.zeros(64)
         _enthalpy_flat(self.T.reshape(-1), self.H.reshape(-1), self._mat, self._tab, *self._temps)
         self._refresh(self._none)
         self.H0_total = self.stored()
@@ -500,10 +519,9 @@ class HeatSolver:
             for j, name in enumerate(STIFF_CHANNELS):
                 self.ledger[name] += float(np.sum(extra[:, j] * dT)) * self.dV   # heat taken up = removed
         _conduct_update_flat(self.H.reshape(-1), self._Tlin.reshape(-1), self.T.reshape(-1), self.C.reshape(-1),
-                             self.C.reshape(-1), self.k.reshape(-1), self._mat, self._tab, *self._temps, *self._kt)
-        # how far the enthalpy update left the temperature of the linear solve (0 within one branch)
-        self.linearization_error = max(self.linearization_error,
-                                       float(np.max(np.abs(self.T - self._Tlin), where=self.domain, initial=0.0)))
+                             self.C.reshape(-1), self.k.reshape(-1), self._mat, self._tab, *self._temps, *self._kt,
+                             self._viol)
+        self.linearization_error = max(self.linearization_error, float(self._viol.max()))
 
     def _sinks(self, dt, perfusion, t_arterial, sparse):
         """Perfusion everywhere and the sparse channels, integrated exactly per voxel."""

@@ -9,7 +9,7 @@ import tissuefate as tf
 
 THERMAL_BUILTINS = ["rfa_liver", "mwa_liver", "cryo_liver", "rfa_subcutaneous", "mwa_subcutaneous",
                     "cryo_subcutaneous"]
-COARSE = ["domain.voxel_size=2 mm", "course.sessions.0.follow_up=2 h", "outputs.vtk=false"]
+COARSE = ["domain.voxel_size=2 mm", "course.sessions.0.follow_up=30 min", "outputs.vtk=false"]
 SHARED_KEYS = ["tumor_volume_ml", "viable_tumor_ml", "necrotic_tumor_fraction", "normal_tissue_necrosis_ml",
                "necrosis_beyond_tumor_mm", "hypotheses", "runtime_s", "timeseries"]
 THERMAL_KEYS = ["ablation_zone_ml", "zone_short_axis_mm", "zone_long_axis_mm", "tumor_coverage", "min_margin_mm",

@@ -37,6 +37,23 @@ class Param:
                 "hypothesis": self.hypothesis, "range": list(self.range) if self.range else None}
 
 
+def make_param(name, value, unit, text, source, hypothesis=False, range=None) -> Param:
+    """A Param from SI ``value`` (``text`` is the value as a reader writes it, with its unit)."""
+    return Param(name, float(value), unit, text, source, hypothesis, range)
+
+
+def table_hypotheses(obj, table: dict[str, Param]) -> list[dict]:
+    """Rows (same format as ``parameters.module_hypotheses``) for the hypothesis fields of a parameter
+    dataclass whose defaults are described by ``table`` (field -> Param); values are read from ``obj``,
+    so overrides show up in the results."""
+    rows = []
+    for name, p in table.items():
+        if p.hypothesis and hasattr(obj, name):
+            rows.append({"name": f"{type(obj).__name__}.{name}", "value": float(getattr(obj, name)), "unit": p.unit,
+                         "range": list(p.range) if p.range else None, "source": p.source})
+    return rows
+
+
 @dataclass
 class TissueLibrary:
     properties: dict[str, dict]                 # name -> {kind, description}

@@ -159,6 +159,21 @@ def _var_z_line(C, T, Dd, G, w, lam, lam_mode, f1, dt):
     return acc
 
 
+@njit(fastmath=True, error_model="numpy")
+def _var_y_slab(s, st, sd, sg, wy, W):
+    """y sweep of one x-slab (recursion over j, vectorised over k)."""
+    ny = s.shape[0]
+    W[:] = 0.0
+    for j in range(ny):
+        jn = min(j + 1, ny - 1)
+        if j == 0:
+            _fwd_row(s[j], st[j], sd[j], sg[j], W, W, st[jn], sd[jn], W, wy, j == ny - 1)
+        else:
+            _fwd_row(s[j], st[j], sd[j], sg[j], s[j - 1], sg[j - 1], st[jn], sd[jn], W, wy, j == ny - 1)
+    for j in range(ny - 2, -1, -1):
+        _bwd_row(s[j], sg[j], s[j + 1])
+
+
 @njit(cache=True, fastmath=True, error_model="numpy")
 def _var_yz_slab(c, th, td, g, lam, lam_mode, wy, wz, dt, W, i):
     """y sweep (vectorised over k) then z sweep (line by line) and decay of the x-slab i.
@@ -169,15 +184,7 @@ def _var_yz_slab(c, th, td, g, lam, lam_mode, wy, wz, dt, W, i):
     sd = td[i]
     sg = g[i]
     # ---- y sweep
-    W[:] = 0.0
-    for j in range(ny):
-        jn = min(j + 1, ny - 1)
-        if j == 0:
-            _fwd_row(s[j], st[j], sd[j], sg[j], W, W, st[jn], sd[jn], W, wy, j == ny - 1)
-        else:
-            _fwd_row(s[j], st[j], sd[j], sg[j], s[j - 1], sg[j - 1], st[jn], sd[jn], W, wy, j == ny - 1)
-    for j in range(ny - 2, -1, -1):
-        _bwd_row(s[j], sg[j], s[j + 1])
+    _var_y_slab(s, st, sd, sg, wy, W)
     # ---- z sweep + decay
     f1 = math.exp(-lam[0, 0, 0] * dt) if lam_mode == 1 else 1.0
     acc = 0.0
@@ -198,15 +205,7 @@ def _var_zy_slab(c, th, td, g, wy, wz, W, i):
     dummy = np.zeros((1, 1))
     for j in range(ny):
         _var_z_line(s[j], st[j], sd[j], sg[j], wz, dummy[0], 0, 1.0, 0.0)
-    W[:] = 0.0
-    for j in range(ny):
-        jn = min(j + 1, ny - 1)
-        if j == 0:
-            _fwd_row(s[j], st[j], sd[j], sg[j], W, W, st[jn], sd[jn], W, wy, j == ny - 1)
-        else:
-            _fwd_row(s[j], st[j], sd[j], sg[j], s[j - 1], sg[j - 1], st[jn], sd[jn], W, wy, j == ny - 1)
-    for j in range(ny - 2, -1, -1):
-        _bwd_row(s[j], sg[j], s[j + 1])
+    _var_y_slab(s, st, sd, sg, wy, W)
 
 
 @njit(parallel=True, cache=True)

@@ -57,14 +57,14 @@ from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import ClassVar
 
 import numba
 import numpy as np
 from numba import get_thread_id, njit, prange
 
-from ..tissue import Param
+from ..tissue import Param, make_param, table_hypotheses
 
 EPS0 = 8.8541878128e-12          # F/m
 MU0 = 1.25663706212e-6           # H/m
@@ -74,8 +74,7 @@ REFERENCE_FREQUENCY_HZ = 2.45e9  # axial lengths of MicrowaveParams are given at
 ANTENNA_TYPES = {"monopole": "tail", "dipole": "tail", "choked": "confined", "dual_slot": "confined"}
 
 
-def _p(name, value, unit, text, source, hypothesis=False, range=None):
-    return Param(name, float(value), unit, text, source, hypothesis, range)
+_p = make_param
 
 
 # Dielectric properties of hydrated tissue (37 degC). Gabriel et al. 1996 give normal tissues only.
@@ -179,12 +178,7 @@ class MicrowaveParams:
 
     def hypotheses(self) -> list[dict]:
         """Rows for a results file (same format as :func:`tissuefate.parameters.module_hypotheses`)."""
-        rows = []
-        for f in fields(self):
-            p = self.TABLE.get(f.name)
-            if p is not None and p.hypothesis:
-                rows.append({"name": f"{type(self).__name__}.{f.name}", "value": float(getattr(self, f.name)),
-                             "unit": p.unit, "range": list(p.range) if p.range else None, "source": p.source})
+        rows = table_hypotheses(self, self.TABLE)
         return rows
 
     def axial_profile(self, antenna_type: str, frequency_hz: float) -> tuple[float, float, float, float]:

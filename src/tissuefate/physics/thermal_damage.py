@@ -51,13 +51,13 @@ Assumptions and limits:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
 from numba import njit, prange
 
-from ..tissue import Param
+from ..tissue import Param, make_param, table_hypotheses
 
 R_GAS = 8.314          # J/(mol K): the value used with the fitted (A, Ea) pairs (see module docstring)
 T0C = 273.15           # K at 0 degC
@@ -66,8 +66,7 @@ T0C = 273.15           # K at 0 degC
 _FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
 
 
-def _p(name, value, unit, text, source, hypothesis=False, range=None):
-    return Param(name, float(value), unit, text, source, hypothesis, range)
+_p = make_param
 
 
 _TABLE = {
@@ -171,12 +170,7 @@ class ThermalDamageParams:
 
     def hypotheses(self) -> list[dict]:
         """Rows for a results file (same format as :func:`tissuefate.parameters.module_hypotheses`)."""
-        rows = []
-        for f in fields(self):
-            p = self.TABLE.get(f.name)
-            if p is not None and p.hypothesis:
-                rows.append({"name": f"{type(self).__name__}.{f.name}", "value": float(getattr(self, f.name)),
-                             "unit": p.unit, "range": list(p.range) if p.range else None, "source": p.source})
+        rows = table_hypotheses(self, self.TABLE)
         rows.append({"name": f"{type(self).__name__}.perfusion_model", "value": self.perfusion_model, "unit": "",
                      "range": list(PERFUSION_MODELS), "source": "model choice (see ThermalDamageParams docstring)"})
         return rows

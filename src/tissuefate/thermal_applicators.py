@@ -75,6 +75,25 @@ def _inside_capsule(px, py, pz, ax, ay, az, ux, uy, uz, length, r2, round_a, rou
 
 
 @njit(cache=True)
+def _capsule_frame(A, B, m, reach, origin, spacing, shape):
+    """Start point, unit axis and length of capsule m, and the voxel index box within ``reach`` of it."""
+    ax, ay, az = A[m, 0], A[m, 1], A[m, 2]
+    dx, dy, dz = B[m, 0] - ax, B[m, 1] - ay, B[m, 2] - az
+    length = math.sqrt(dx * dx + dy * dy + dz * dz)
+    if length > 0.0:
+        ux, uy, uz = dx / length, dy / length, dz / length
+    else:
+        ux, uy, uz = 1.0, 0.0, 0.0
+    box = np.empty(6, np.int64)
+    for d in range(3):
+        lo = min(A[m, d], B[m, d]) - reach - origin[d]
+        hi = max(A[m, d], B[m, d]) + reach - origin[d]
+        box[2 * d] = max(int(math.floor(lo / spacing[d])), 0)
+        box[2 * d + 1] = min(int(math.ceil(hi / spacing[d])) + 1, shape[d])
+    return ax, ay, az, ux, uy, uz, length, box
+
+
+@njit(cache=True)
 def _rasterise_segments(out, origin, spacing, A, B, radius, round_a, round_b, nsub):
     """Set out[i,j,k] = True for voxels of the union of capsules A[m] -> B[m] (see module docstring)."""
     nx, ny, nz = out.shape
@@ -83,21 +102,10 @@ def _rasterise_segments(out, origin, spacing, A, B, radius, round_a, round_b, ns
     r2 = radius * radius
     ntot = nsub * nsub * nsub
     for m in range(A.shape[0]):
-        ax, ay, az = A[m, 0], A[m, 1], A[m, 2]
-        dx, dy, dz = B[m, 0] - ax, B[m, 1] - ay, B[m, 2] - az
-        length = math.sqrt(dx * dx + dy * dy + dz * dz)
-        if length > 0.0:
-            ux, uy, uz = dx / length, dy / length, dz / length
-        else:
-            ux, uy, uz = 1.0, 0.0, 0.0
         # voxel index box of the capsule, padded by one voxel
         reach = radius + half_diag
-        i0 = max(int(math.floor((min(ax, B[m, 0]) - reach - origin[0]) / hx)), 0)
-        i1 = min(int(math.ceil((max(ax, B[m, 0]) + reach - origin[0]) / hx)) + 1, nx)
-        j0 = max(int(math.floor((min(ay, B[m, 1]) - reach - origin[1]) / hy)), 0)
-        j1 = min(int(math.ceil((max(ay, B[m, 1]) + reach - origin[1]) / hy)) + 1, ny)
-        k0 = max(int(math.floor((min(az, B[m, 2]) - reach - origin[2]) / hz)), 0)
-        k1 = min(int(math.ceil((max(az, B[m, 2]) + reach - origin[2]) / hz)) + 1, nz)
+        ax, ay, az, ux, uy, uz, length, box = _capsule_frame(A, B, m, reach, origin, spacing, out.shape)
+        i0, i1, j0, j1, k0, k1 = box[0], box[1], box[2], box[3], box[4], box[5]
         for i in range(i0, i1):
             cx = origin[0] + i * hx
             for j in range(j0, j1):
@@ -219,20 +227,8 @@ def _sdf_segments(out, origin, spacing, A, B, radius, round_a, round_b, band):
     nx, ny, nz = out.shape
     hx, hy, hz = spacing[0], spacing[1], spacing[2]
     for m in range(A.shape[0]):
-        ax, ay, az = A[m, 0], A[m, 1], A[m, 2]
-        dx, dy, dz = B[m, 0] - ax, B[m, 1] - ay, B[m, 2] - az
-        length = math.sqrt(dx * dx + dy * dy + dz * dz)
-        if length > 0.0:
-            ux, uy, uz = dx / length, dy / length, dz / length
-        else:
-            ux, uy, uz = 1.0, 0.0, 0.0
-        reach = radius + band
-        i0 = max(int(math.floor((min(ax, B[m, 0]) - reach - origin[0]) / hx)), 0)
-        i1 = min(int(math.ceil((max(ax, B[m, 0]) + reach - origin[0]) / hx)) + 1, nx)
-        j0 = max(int(math.floor((min(ay, B[m, 1]) - reach - origin[1]) / hy)), 0)
-        j1 = min(int(math.ceil((max(ay, B[m, 1]) + reach - origin[1]) / hy)) + 1, ny)
-        k0 = max(int(math.floor((min(az, B[m, 2]) - reach - origin[2]) / hz)), 0)
-        k1 = min(int(math.ceil((max(az, B[m, 2]) + reach - origin[2]) / hz)) + 1, nz)
+        ax, ay, az, ux, uy, uz, length, box = _capsule_frame(A, B, m, radius + band, origin, spacing, out.shape)
+        i0, i1, j0, j1, k0, k1 = box[0], box[1], box[2], box[3], box[4], box[5]
         for i in range(i0, i1):
             cx = origin[0] + i * hx
             for j in range(j0, j1):

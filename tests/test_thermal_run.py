@@ -10,6 +10,11 @@ import tissuefate as tf
 THERMAL_BUILTINS = ["rfa_liver", "mwa_liver", "cryo_liver", "rfa_subcutaneous", "mwa_subcutaneous",
                     "cryo_subcutaneous"]
 COARSE = ["domain.voxel_size=2 mm", "course.sessions.0.follow_up=30 min", "outputs.vtk=false"]
+# the post-kill follow-up, coarse in time, on the subcutaneous phantom (skin surface, detachment possible)
+FATE = ["fate.until=3 d", "fate.outputs=[1 h, 24 h, 3 d]"]
+FATE_KEYS = ["tumor_volume_change_1h", "tumor_volume_change_24h", "surface_displacement_mm",
+             "separated_boundary_fraction", "demarcation_rim_mm", "detached_ml", "detachment_day",
+             "water_balance_rel_error", "fate_timeseries"]
 SHARED_KEYS = ["tumor_volume_ml", "viable_tumor_ml", "necrotic_tumor_fraction", "normal_tissue_necrosis_ml",
                "necrosis_beyond_tumor_mm", "hypotheses", "runtime_s", "timeseries"]
 THERMAL_KEYS = ["ablation_zone_ml", "zone_short_axis_mm", "zone_long_axis_mm", "tumor_coverage", "min_margin_mm",
@@ -18,9 +23,16 @@ THERMAL_KEYS = ["ablation_zone_ml", "zone_short_axis_mm", "zone_long_axis_mm", "
 
 @pytest.mark.parametrize("name", THERMAL_BUILTINS)
 def test_thermal_builtin_runs_and_conserves_energy(name, tmp_path):
-    sc = tf.load_scenario(name, COARSE)
+    subcutaneous = name.endswith("subcutaneous")
+    sc = tf.load_scenario(name, COARSE + (FATE if subcutaneous else ["fate.enabled=false"]))
     res = tf.run(sc, out=tmp_path / "run")
     m = res.metrics
+    if subcutaneous:
+        for key in FATE_KEYS:
+            assert key in m, key
+        assert m["water_balance_rel_error"] < 1e-9
+        assert m["surface_displacement_mm"] is not None
+        assert m["fate_water_ledger_ml"]["leaked"] >= 0.0
     for key in SHARED_KEYS + THERMAL_KEYS:
         assert key in m, key
     assert m["energy_balance_rel_error"] < 1e-3
@@ -55,7 +67,7 @@ def test_thermal_builtin_runs_and_conserves_energy(name, tmp_path):
 def test_rf_power_scales_the_zone():
     """More power (constant-power mode) must not give a smaller zone: a monotonicity check the model could fail."""
     base = ["domain.voxel_size=2 mm", "course.sessions.0.follow_up=30 min", "outputs.vtk=false",
-            "outputs.figures=false", "course.sessions.0.generator.mode=constant_power",
+            "outputs.figures=false", "course.sessions.0.generator.mode=constant_power", "fate.enabled=false",
             "course.sessions.0.duration=6 min"]
     zones = []
     for p in ("15 W", "30 W"):

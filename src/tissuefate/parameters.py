@@ -118,8 +118,8 @@ def model_parameters(overrides: dict) -> dict:
     procedure = {k: p.value for k, p in PROCEDURE.items()}
     per_tissue = {"fast_pool_threshold": "oxidative_death_threshold", "ischemia_tolerance": "ischemic_tolerance"}
     for group, values in (overrides or {}).items():
-        if group in ("thermal", "thermal_damage"):
-            continue   # validated by tissuefate.thermal
+        if group in ("thermal", "thermal_damage", "fate"):
+            continue   # validated by tissuefate.thermal and tissuefate.physics.fate_parameters
         if group == "procedure":
             for k, v in (values or {}).items():
                 if k not in PROCEDURE:
@@ -128,7 +128,7 @@ def model_parameters(overrides: dict) -> dict:
             continue
         if group not in objs:
             raise ScenarioError(f"model.{group}", group,
-                                f"one of {sorted(objs) + ['procedure', 'thermal', 'thermal_damage']}")
+                                f"one of {sorted(objs) + ['fate', 'procedure', 'thermal', 'thermal_damage']}")
         obj = objs[group]
         names = {f.name for f in dc_fields(obj)}
         upd = {}

@@ -297,6 +297,25 @@ class Outputs(Strict):
     figures: bool = True
 
 
+class Fate(Strict):
+    """What happens after the kill (water, collapse or swelling, separation, demarcation, detachment)."""
+    enabled: bool = True
+    until: Time = Field(28 * 86400.0, description="end of the post-kill follow-up, since the course start")
+    outputs: list[Time] = Field(
+        default_factory=lambda: [600.0, 3600.0, 6 * 3600.0, 86400.0, 3 * 86400.0, 7 * 86400.0, 10 * 86400.0,
+                                 14 * 86400.0, 21 * 86400.0, 28 * 86400.0],
+        description="times (since the course start) at which the mechanics is solved and fields are saved; "
+                    "1 h and 24 h are always added")
+    max_dt: Time = Field(4 * 3600.0, description="largest post-kill time step")
+
+    @field_validator("until")
+    @classmethod
+    def _until(cls, v):
+        if not (3600.0 <= v <= 365 * 86400.0):
+            raise ValueError("expected a follow-up between 1 h and 365 d")
+        return v
+
+
 class Solver(Strict):
     injection_dt: Time = 4.0
     heating_dt: Time | None = Field(None, description="heat step while an applicator is on (default 2 s for RFA "
@@ -315,9 +334,10 @@ class Scenario(Strict):
     course: Course
     outputs: Outputs = Outputs()
     solver: Solver = Solver()
+    fate: Fate = Fate()
     model: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="overrides of process parameters: groups oxidant, death, vessels, "
-        "ethanol_kill, procedure (see `tissuefate.parameters.MODEL_GROUPS`)")
+        "ethanol_kill, procedure, thermal, thermal_damage, fate (see docs/model.md)")
 
 
 # ----------------------------------------------------------------------------------------------- loading

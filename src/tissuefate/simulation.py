@@ -73,6 +73,11 @@ class SimState:
         f["theta"] = f["phi0"].copy()
         f["R_fast0"], f["R_slow0"] = f["R_fast"].copy(), f["R_slow"].copy()
         f["perfusion"] = f["perfusion0"].copy()
+        # what the post-kill (fate) model reads: death time since course start, s; water vaporised (largest
+        # vapour fraction reached); Arrhenius integral of thermal shrinkage
+        f["death_time"] = np.full(model.grid.shape, np.nan)
+        f["vapour_fraction"] = z()
+        f["shrink_omega"] = z()
         return cls(0.0, f, death=death_mod.DeathFields.zeros(model.grid.shape))
 
 
@@ -109,7 +114,16 @@ def _time_plan(session: Session, sc: Scenario) -> tuple[float, list[float]]:
     for inj in session.injections:
         marks.update({inj.start, inj.start + inj.volume / inj.rate})
     marks.update(s for s in sc.outputs.snapshots if 0 < s < t_end)
+    marks.update(s for s in fate_times(sc, session) if 0 < s < t_end)
     return t_inj_end, sorted(m for m in marks if m > 0)
+
+
+def fate_times(sc: Scenario, session) -> list[float]:
+    """The post-kill output times in the session's own clock (1 h and 24 h always included)."""
+    if not sc.fate.enabled:
+        return []
+    day0 = session.day * 86400.0
+    return sorted({t - day0 for t in list(sc.fate.outputs) + [3600.0, 86400.0] if t - day0 > 0})
 
 
 def _delivered(inj, t0: float, t1: float) -> float:
@@ -328,6 +342,8 @@ class SessionRunner:
         self._record(0.0)
         self._snapshot(0.0)
         snaps = sorted({s for s in sc.outputs.snapshots if 0 < s <= t_end} | {t_end})
+        self._fate_times = fate_times(sc, session)
+        self.fluid_at = []      # (session time, injection dilation + cavity fraction) at the post-kill output times
         wall0 = _time.time()
         while t < t_end - 1e-9:
             injecting = t < t_inj_end - 1e-9
@@ -344,11 +360,17 @@ class SessionRunner:
             self._record(t)
             if any(abs(t - s) < 1e-6 for s in snaps):
                 self._snapshot(t)
+            if any(abs(t - s) < 1e-6 for s in self._fate_times):
+                self.fluid_at.append((t, self.st.f["dilation"] + self.st.f["cavity_fraction"]))
             if self.progress:
                 frac = np.log1p(t / 60.0) / np.log1p(t_end / 60.0)
                 a, b = self.span
                 self.progress(a + (b - a) * frac, f"t = {t / 3600:.2f} h")
         self.wall = _time.time() - wall0
+        self.t_end = t_end
+        d = self.st.death.death_time
+        stamp = np.isnan(self.st.f["death_time"]) & np.isfinite(d)
+        self.st.f["death_time"][stamp] = d[stamp] + session.day * 86400.0
 
     # --------------------------------------------------------------------- records
     def _record(self, t: float) -> None:
@@ -425,6 +447,15 @@ FIELD_ATTRS = {
     "damage_omega": ("1", "Arrhenius cell-death integral Omega (coagulation at 1)"),
     "cem43": ("min", "cumulative equivalent minutes at 43 degC"),
     "perfusion_factor": ("1", "perfusion left after microvessel coagulation / freezing (1 intact)"),
+    "volume_change": ("1", "local volume change J - 1 from water and injection (eigenstrain x 3)"),
+    "matrix_integrity": ("1", "matrix integrity (1 intact; digested toward 0)"),
+    "inflammation": ("1", "inflammatory-cell density, normalised to saturation"),
+    "granulation": ("1", "granulation maturity (0 none, 1 mature)"),
+    "separation": ("1", "1 where a voxel touches a separated necrotic-living interface"),
+    "detached": ("1", "1 where tissue has detached (left the body)"),
+    "displacement_x": ("mm", "displacement x (voxel mean of its corners)"),
+    "displacement_y": ("mm", "displacement y (voxel mean of its corners)"),
+    "displacement_z": ("mm", "displacement z (voxel mean of its corners)"),
 }
 
 
@@ -448,6 +479,23 @@ def _dataset(model: TissueModel, snaps: list[tuple[float, dict]], sc: Scenario, 
                     label_table=str({int(k): v for k, v in model.label_table.items()}),
                     disclaimer="Research software, not a medical device; no dosing advice.")
     return ds
+
+
+def _merge_snapshots(session_snaps, fate_snaps):
+    """One list of (t, fields) sorted by time: post-kill fields at a session snapshot time join that snapshot
+    (the session's own fields win)."""
+    by_t = {}
+    for t, snap in session_snaps:
+        by_t.setdefault(round(t, 6), (t, {}))[1].update(snap)
+    for t, snap in fate_snaps:
+        key = round(t, 6)
+        if key in by_t:
+            merged = dict(snap)
+            merged.update(by_t[key][1])
+            by_t[key] = (by_t[key][0], merged)
+        else:
+            by_t[key] = (t, dict(snap))
+    return [by_t[k] for k in sorted(by_t)]
 
 
 def _stoichiometric_bound_ml(model: TissueModel, n_injected_mol: float, mp: dict) -> float:
@@ -497,11 +545,20 @@ def run_scenario(scenario, out=None, progress=None, scenario_raw=None) -> Result
         length = len(ts_all["t_s"])
         for col in ts_all.values():
             col.extend([None] * (length - len(col)))
+    fate_runner = fate_metrics = None
+    if sc.fate.enabled:
+        from .fate import run_fate
+        fate_runner, fate_metrics = run_fate(model, sc, st, runners)
+        all_snaps = _merge_snapshots(all_snaps, fate_runner.snapshots)
     metrics = compute_metrics(model, sc, st, runners, ts_all)
+    if fate_metrics is not None:
+        metrics["hypotheses"] += fate_metrics.pop("hypotheses")
+        metrics.update(fate_metrics)
     metrics["runtime_s"] = _time.time() - wall0
     ds = _dataset(model, all_snaps, sc, 0.0)
     prov = provenance(sc.seed, metrics["runtime_s"], started)
-    extras = {"label_table": {int(k): v for k, v in model.label_table.items()}}
+    extras = {"label_table": {int(k): v for k, v in model.label_table.items()},
+              "sessions_end_s": max(r.t_end + sc.course.sessions[r.si].day * 86400.0 for r in runners)}
     inj = [r for r in runners if isinstance(r, SessionRunner)]
     if inj:
         extras.update({"needle_tips_index": [list(nd.tip_index) for nd in inj[0].needles],

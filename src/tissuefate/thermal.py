@@ -28,6 +28,8 @@ from .model import TissueModel
 from .parameters import _p, hypotheses_of
 from .physics import bioheat as bh
 from .physics.bioheat import T0C, HeatProperties, HeatSolver, PhaseParams, SparseSinks
+from .physics.fate_parameters import fate_parameters
+from .physics.water import shrinkage_rate
 from .physics.thermal_damage import ThermalDamage, ThermalDamageParams
 from .tissue_state import TissueState
 
@@ -175,6 +177,7 @@ class ThermalSessionRunner:
                      for k, p in THERMAL_PROCEDURE.items()}
         self.phase = PhaseParams()
         self.dmg_params = _damage_params(sc)
+        self.fate_params = fate_parameters((sc.model or {}).get("fate"))
         self.mats = heat_materials(model, self.phase, self.proc["blood_heat_capacity"])
         self.heat = HeatSolver(self.mats.props, self.grid.spacing, self.proc["arterial_temperature"])
         self.domain = self.heat.domain
@@ -313,6 +316,7 @@ class ThermalSessionRunner:
                     q, info = driver(t, dt)
                 self._advance(dt, q)
                 t += dt
+                self._after_step(t, dt)
                 self._record(t, info)
                 self._report(t, t_total)
         self._set_probe(False, self.proc["arterial_temperature"])
@@ -327,6 +331,7 @@ class ThermalSessionRunner:
             dt = min(dt * 1.3, 60.0, t_end - t)
             self._advance(dt, None)
             t += dt
+            self._after_step(t, dt)
             self._record(t, {})
             self._report(t, t_total)
         self.t_heat_end = t
@@ -372,6 +377,22 @@ class ThermalSessionRunner:
             h = min(2.0 * h, dt)
         self._update_state()
 
+    def _after_step(self, t: float, dt: float) -> None:
+        """What the post-kill model needs from the heat history: death times, the water vaporised (largest vapour
+        fraction reached) and the Arrhenius integral of thermal shrinkage (fate_parameters, Farina 2016)."""
+        f = self.st.f
+        day0 = self.session.day * 86400.0
+        dead = np.isin(f["state"], [int(TissueState.COAGULATED), int(TissueState.FROZEN_DEAD)])
+        stamp = dead & np.isnan(f["death_time"])
+        f["death_time"][stamp] = t + day0
+        _, vapour = self.heat.fractions()
+        np.maximum(f["vapour_fraction"], vapour, out=f["vapour_fraction"])
+        hot = self.heat.T > T0C + 45.0
+        if hot.any():
+            fp = self.fate_params
+            f["shrink_omega"][hot] += dt * shrinkage_rate(self.heat.T[hot], fp["shrinkage_frequency_factor"],
+                                                          fp["shrinkage_activation_energy"])
+
     def _update_state(self) -> None:
         state = self.st.f["state"]
         viable = state == int(TissueState.VIABLE)
@@ -386,6 +407,10 @@ class ThermalSessionRunner:
         tol = np.where(self.model.tissue, self.model.props["ischemic_tolerance"], np.inf)
         isch = (state == int(TissueState.VIABLE)) & self.model.tissue & (deficit >= tol)
         state[isch] = int(TissueState.ISCHEMIC_NECROSIS)
+        # death when the perfusion deficit reached the tolerance
+        rate = np.maximum(1.0 - pf[isch], 1e-30)
+        self.st.f["death_time"][isch] = self.session.day * 86400.0 + self.heating_end + tol[isch] / rate
+        self.st.f["vessel_integrity"] *= pf
         self.st.f["matrix_fixed"] = self.damage.matrix_fixed() | self.st.f.get("matrix_fixed", False)
         self.st.f["microvessels_coagulated"] = self.damage.microvessels_coagulated() | \
             self.st.f.get("microvessels_coagulated", False)

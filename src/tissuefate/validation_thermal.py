@@ -129,7 +129,8 @@ def measure(result, quantity: str) -> float:
 
 def run_case(case: Case, extra_sets=()) -> dict:
     import tissuefate as tf
-    sc = tf.load_scenario(case.scenario, list(case.overrides) + list(case.coarse) + list(extra_sets))
+    sc = tf.load_scenario(case.scenario, list(case.overrides) + list(case.coarse) + list(extra_sets)
+                          + ["fate.enabled=false"])
     res = tf.run(sc)
     sim = measure(res, case.quantity)
     lo, hi = case.published

@@ -9,6 +9,7 @@
 """
 from __future__ import annotations
 
+from dataclasses import replace as dc_replace
 from pathlib import Path
 
 import matplotlib
@@ -180,12 +181,20 @@ def make_figures(result, folder: Path) -> list[Path]:
     folder = Path(folder)
     out = []
     mods = set(result.metrics.get("modalities", []))
+    # the session figures read the session snapshots only (the post-kill outputs come after them)
+    t_sess = result.extras.get("sessions_end_s")
+    sess = result
+    if t_sess is not None:
+        keep = np.nonzero(result.fields["time"].values <= t_sess + 1e-6)[0]
+        sess = dc_replace(result, fields=result.fields.isel(time=keep))
     if mods & {"clo2", "ethanol"}:
         for fn, name in [(slices_tip, "slices_tip.png"), (necrosis_over_time, "necrosis_over_time.png"),
                          (injected_volume, "injected_volume.png"), (injection_pressure, "injection_pressure.png")]:
-            fn(result, folder / name)
+            fn(sess, folder / name)
             out.append(folder / name)
     if mods & {"rfa", "mwa", "cryo"}:
         from .thermal_figures import make_thermal_figures
-        out += make_thermal_figures(result.fields, result.metrics, result.extras, folder)
+        out += make_thermal_figures(sess.fields, result.metrics, result.extras, folder)
+    from .fate_figures import make_fate_figures
+    out += make_fate_figures(result, folder)
     return out

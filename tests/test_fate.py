@@ -164,3 +164,18 @@ def test_mass_at_the_skin_detaches_and_deep_mass_stays():
     r2 = _runner(model, sc, TissueState.OXIDATIVE_NECROSIS, p2, until=21 * DAY)
     r2.run()
     assert r2.metrics()["detached_ml"] == 0.0
+
+
+def test_bad_fate_input_names_the_field():
+    from tissuefate.errors import ScenarioError
+    with pytest.raises(ScenarioError, match="model.fate.nope"):
+        fp.fate_parameters({"nope": 1})
+    with pytest.raises(ScenarioError, match="model.fate.protease_rate"):
+        fp.fate_parameters({"protease_rate": "2 kg"})
+    with pytest.raises(ScenarioError, match="model.fate.release_fraction_oxidative"):
+        fp.fate_parameters({"release_fraction_oxidative": 1.5})
+    assert fp.fate_parameters({"release_time_oxidative": "30 min"})["release_time_oxidative"] == 1800.0
+    raw, path = load_raw("clo2_subcutaneous")
+    raw["fate"] = {"until": "2 kg"}
+    with pytest.raises(ScenarioError, match="fate.until"):
+        validate(raw, str(path))

@@ -100,8 +100,8 @@ try:
 except Exception:  # pragma: no cover
     pyamg = None
 
-__all__ = ["ElasticitySolver", "ElasticSolution", "eshelby_sphere", "eshelby_interior_strain", "sphere_volume_fraction",
-           "element_matrices", "partial_volume_moduli", "FACES"]
+__all__ = ["ElasticitySolver", "ElasticSolution", "eshelby_sphere", "eshelby_interior_strain",
+           "sphere_volume_fraction", "partial_volume_moduli", "element_matrices", "FACES"]
 
 FACES = ("x-", "x+", "y-", "y+", "z-", "z+")
 
@@ -167,8 +167,9 @@ def partial_volume_moduli(phi, E_in, nu_in, E_out, nu_out, eps_in=0.0, eps_out=0
 
     Uniform-stress (Reuss) mixture: 1/K = phi/K_in + (1-phi)/K_out, 1/mu likewise, and the volume-averaged
     eigenstrain eps* = phi eps_in + (1-phi) eps_out (the strain-free state of the mixture under uniform
-    stress). On the Eshelby sphere with E_in = 5 E_out this gives about 4x smaller exterior errors than the
-    uniform-strain (Voigt) mixture with the eigenstress phi C_in:eps_in (tests/test_elasticity.py).
+    stress). On the Eshelby sphere with E_in = 5 E_out at 64^3 voxels this gave an exterior displacement
+    error of 1.5e-3 against 2.8e-2 for the uniform-strain (Voigt) mixture with the volume-averaged
+    eigenstress phi C_in:eps_in (tests/test_elasticity.py).
     Returns (E, nu, eps) arrays of the shape of phi."""
     phi = np.clip(np.asarray(phi, dtype=float), 0.0, 1.0)
     K1, K2 = E_in / (3.0 * (1.0 - 2.0 * nu_in)), E_out / (3.0 * (1.0 - 2.0 * nu_out))
@@ -1105,6 +1106,8 @@ class ElasticSolution:
     setup_s / solve_s: wall time of set-up (masks, assembly, hierarchy) and of the CG solve (incl. output).
     method: "amg" or "gmg"; hierarchy_reused: whether the preconditioner of an earlier call was reused.
     floating_voxels: solid voxels removed because they are not face-connected to a fixed face.
+    n_dofs: free unknowns (3 per free node). info: timings (mask_s, rhs_s, build_s, post_s), the hierarchy
+    ("levels": grids / coarse size / lmax for gmg, assembly and set-up times / nnz for amg) and "threads".
     """
 
     displacement: np.ndarray
@@ -1191,7 +1194,6 @@ class ElasticitySolver:
         if not active.any():
             raise ValueError("solid: no solid voxel is connected to a fixed face "
                              f"{self.faces}; the displacement would be undetermined")
-        self.solid_in = solid
         self.active = active
         self.floating = int(solid.sum() - active.sum())
         nodes = _node_mask_from_elements(active)
@@ -1323,6 +1325,7 @@ class ElasticitySolver:
                                hierarchy_reused=bool(reused and self._last_reused), floating_voxels=self.floating,
                                n_dofs=3 * self.n_free,
                                info={"build_s": t_build, "post_s": t2 - t1, "rhs_s": t_setup0 - t0,
+                                     "mask_s": self.mask_s,
                                      "levels": getattr(self, "_levels_info", None)})
 
     # ------------------------------------------------------------------------------------- AMG path

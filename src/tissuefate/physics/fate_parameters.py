@@ -133,9 +133,9 @@ def fate_parameters(overrides: dict | None = None) -> dict[str, float]:
         if k not in FATE:
             raise ScenarioError(f"model.fate.{k}", k, f"one of {sorted(FATE)}")
         x = _parse_model_value(v, FATE[k].unit, f"model.fate.{k}")
-        lo, hi = (FATE[k].range or (None, None))
-        if x < 0 or (FATE[k].unit == "1" and k.endswith(("fraction", "integrity", "attack")) and x > 1):
-            raise ScenarioError(f"model.fate.{k}", v, f"a value in [0, 1] ({FATE[k].unit})" if FATE[k].unit == "1"
+        unit_interval = FATE[k].unit == "1" and "factor" not in k     # fractions, integrities, digestibilities
+        if x < 0 or (unit_interval and x > 1):
+            raise ScenarioError(f"model.fate.{k}", v, "a value in [0, 1]" if unit_interval
                                 else f"a non-negative value in {FATE[k].unit}")
         values[k] = x
     return values

@@ -29,6 +29,15 @@ def effective_modulus(E: np.ndarray, dead: np.ndarray, mode: np.ndarray, integri
     return out
 
 
+def _crop(sol, shape):
+    """The solution restricted to the unpadded grid (voxel fields and corner nodes)."""
+    from dataclasses import replace
+    nx, ny, nz = shape
+    return replace(sol, displacement=sol.displacement[:nx + 1, :ny + 1, :nz + 1],
+                   strain=sol.strain[:, :nx, :ny, :nz], stress=sol.stress[:, :nx, :ny, :nz],
+                   volumetric_strain=sol.volumetric_strain[:nx, :ny, :nz])
+
+
 def fixed_faces_for(solid: np.ndarray, air: np.ndarray) -> tuple[str, ...]:
     """Domain faces with tissue on them that are not next to air: the body continues there, so they are fixed."""
     faces = []
@@ -41,18 +50,31 @@ def fixed_faces_for(solid: np.ndarray, air: np.ndarray) -> tuple[str, ...]:
     return tuple(faces)
 
 
+def _pad_width(shape, multiple: int = 4):
+    """Layers to add at the + end of each axis so the matrix-free multigrid can coarsen (dims divisible by 4)."""
+    return [(0, (-n) % multiple) for n in shape]
+
+
 class TissueMechanics:
+    """Elasticity on the tissue grid. The grid is padded at the + ends to dimensions divisible by 4 (the
+    multigrid coarsens twice) by repeating the last layer: tissue at a fixed face continues (the body goes on),
+    air at a free surface stays air; the solution is cropped back."""
+
     def __init__(self, spacing, solid: np.ndarray, air: np.ndarray, rtol: float = 1e-8):
         from ..numerics.elasticity import ElasticitySolver
         self.spacing = tuple(spacing)
         self.solid = solid
         self.air = air
-        self.solver = ElasticitySolver(self.spacing, solid, fixed_faces=fixed_faces_for(solid, air), rtol=rtol)
+        self.pad = _pad_width(solid.shape)
+        padded = np.pad(solid, self.pad, mode="edge")
+        self.solver = ElasticitySolver(self.spacing, padded, fixed_faces=fixed_faces_for(solid, air), rtol=rtol)
         self.last = None
 
     def solve(self, E: np.ndarray, nu: np.ndarray, volume_change: np.ndarray):
         eps = np.where(self.solid, np.log1p(np.maximum(volume_change, -0.9)) / 3.0, 0.0)
-        self.last = self.solver.solve(np.where(self.solid, E, 1.0), np.where(self.solid, nu, 0.3), eps)
+        pad = lambda a: np.pad(a, self.pad, mode="edge")  # noqa: E731
+        sol = self.solver.solve(pad(np.where(self.solid, E, 1.0)), pad(np.where(self.solid, nu, 0.3)), pad(eps))
+        self.last = _crop(sol, self.solid.shape)
         return self.last
 
     # ------------------------------------------------------------------ read-outs

@@ -63,11 +63,13 @@ def deformation(result, path: Path) -> None:
         ax.imshow(st, origin="lower", extent=_extent(ds, "x", "z"), cmap=cmap_state, norm=norm_state,
                   interpolation="nearest")
         ax.contour(x, z, tum[:, j, :].T.astype(float), levels=[0.5], colors="k", linewidths=0.8)
+        ux = uz = None
         if "displacement_x" in ds and np.isfinite(ds["displacement_x"].isel(time=i).values).any():
             ux = ds["displacement_x"].isel(time=i, y=j).values
             uz = ds["displacement_z"].isel(time=i, y=j).values
-            umax = float(np.nanmax(np.hypot(ux, uz))) or 1.0
-            gain = 3.0 / umax   # the largest displacement drawn as 3 mm
+        umax = float(np.nanmax(np.hypot(ux, uz))) if ux is not None else 0.0
+        if umax > 1e-3:
+            gain = max(1.0, 3.0 / umax)   # the largest displacement drawn as 3 mm (never shrunk)
             X, Z = np.meshgrid(x, z, indexing="ij")
             ax.contour(X + gain * np.nan_to_num(ux), Z + gain * np.nan_to_num(uz), tum[:, j, :].astype(float),
                        levels=[0.5], colors="#1a9850", linewidths=1.2)

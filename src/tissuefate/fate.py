@@ -28,7 +28,7 @@ import numpy as np
 
 from .physics import fate_parameters as fp
 from .physics.detachment import Detachment
-from .physics.inflammation import Inflammation, interface_area
+from .physics.inflammation import Inflammation
 from .physics.integrity import MatrixIntegrity
 from .physics.tissue_mechanics import TissueMechanics, effective_modulus
 from .physics.water import WaterModel
@@ -87,9 +87,10 @@ class FateRunner:
         self.nu = np.where(self.tissue, pr["poisson_ratio"], 0.3)
         phi0 = np.where(self.tissue, pr["interstitial_fraction"], 0.0)
         cw0 = params["cell_water_fraction"] * np.clip(1.0 - phi0 - params["matrix_solid_fraction"], 0.0, 1.0)
-        self.water = WaterModel(g.spacing, self.tissue.copy(), phi0, cw0, np.where(self.tissue, pr["hydraulic_conductivity"], 0.0),
-                                _aggregate_modulus(self.E, self.nu), np.where(self.tissue, pr["vascular_conductance"], 0.0),
-                                np.where(self.tissue, pr["lymphatic_conductance"], 0.0))
+        on_tissue = lambda name: np.where(self.tissue, pr[name], 0.0)  # noqa: E731
+        self.water = WaterModel(g.spacing, self.tissue.copy(), phi0, cw0, on_tissue("hydraulic_conductivity"),
+                                _aggregate_modulus(self.E, self.nu), on_tissue("vascular_conductance"),
+                                on_tissue("lymphatic_conductance"))
         # cell water each dead voxel relaxes to, and how fast
         frac = np.zeros(g.shape)
         tau = np.ones(g.shape)
@@ -279,7 +280,7 @@ class FateRunner:
             return None
         c = np.argwhere(self.tumor).mean(axis=0)
         col = (int(round(c[0])), int(round(c[1])))
-        prof = mech.surface_profile(col, axis=0)
+        prof = mech.surface_profile(col, axis=0, present=self.tissue)
         if prof is None:
             return None
         pos, uz = prof

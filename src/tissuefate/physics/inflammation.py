@@ -4,7 +4,7 @@ r"""Inflammatory cells at the necrotic-viable boundary: the demarcation rim.
 saturation, ``0 <= I <= 1``. Recruitment happens in *perfused living* tissue next to dead tissue (fate.md,
 suggested structure 3-4: the interface drives recruitment), after a lag (margination and diapedesis)::
 
-    dI/dt = div(D_I grad I) + k_r S(x) v(x) H(t - t_d(x) - t_lag) (1 - I) - mu I [living voxels]
+    dI/dt = div(D_I grad I) + k_r S(x) v(x) H(t - t_d(x) - t_lag) (1 - I) - mu I 1[living, outside S]
 
 ``S`` = 1 in living tissue within ``rim_source_width`` of a dead voxel, ``v`` the surviving microvessel fraction
 (perfusion), ``t_d`` the death time of the nearest dead neighbour region, ``mu`` the removal rate (only where no
@@ -72,12 +72,12 @@ class Inflammation:
         k = p["recruitment_rate"] * np.clip(perfusion, 0.0, 1.0)
         grow = on & (k > 0)
         self.I[grow] = 1.0 - (1.0 - self.I[grow]) * np.exp(-k[grow] * dt)
-        I = np.ascontiguousarray(self.I)
+        cells = np.ascontiguousarray(self.I)
         D = p["inflammatory_cell_diffusivity"]
-        lod_diffuse(I, tissue.astype(float), np.where(tissue, D, 0.0), dt, self.spacing)
+        lod_diffuse(cells, tissue.astype(float), np.where(tissue, D, 0.0), dt, self.spacing)
         decay = living & ~src
-        I[decay] *= np.exp(-p["inflammatory_removal_rate"] * dt)
-        self.I = np.clip(I, 0.0, 1.0)
+        cells[decay] *= np.exp(-p["inflammatory_removal_rate"] * dt)
+        self.I = np.clip(cells, 0.0, 1.0)
         self.G = np.minimum(self.G + self.I * dt / p["granulation_time"], 1.0)
 
     def rim_thickness(self, dead: np.ndarray) -> float:

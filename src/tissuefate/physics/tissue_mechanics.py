@@ -82,29 +82,37 @@ class TissueMechanics:
         dV = float(np.prod(self.spacing))
         return float(np.sum(1.0 + self.last.volumetric_strain[region])) * dV
 
-    def surface_profile(self, column_xy: tuple[int, int], axis: int = 0) -> tuple[np.ndarray, np.ndarray] | None:
-        """(positions along ``axis`` through the column (index), u_z at the skin surface) or None without a skin.
+    def surface_profile(self, column_xy: tuple[int, int], axis: int = 0, present: np.ndarray | None = None):
+        """(positions along ``axis`` through the column (index), height change of the skin surface, m) or None
+        without a skin.
 
-        The surface node of a column is the top corner of its highest solid voxel that has air above it."""
+        The surface of a column is the top of its highest voxel that is still there (``present``: tissue not
+        detached) with only air or detached tissue above it; its height change is the mean ``u_z`` of that voxel's
+        4 top corners minus the thickness of tissue that has left the column (a crater is a dent)."""
         u = self.last.displacement
         nx, ny, nz = self.solid.shape
+        present = self.solid if present is None else present
         i0, j0 = column_xy
-        pos, uz = [], []
+        pos, dz = [], []
+        h = self.spacing[2]
         rng = range(nx) if axis == 0 else range(ny)
         for a in rng:
             i, j = (a, j0) if axis == 0 else (i0, a)
             col = self.solid[i, j, :]
             if not col.any():
                 continue
-            k = int(np.nonzero(col)[0][-1])
-            if k + 1 >= nz or not self.air[i, j, k + 1]:
+            k0 = int(np.nonzero(col)[0][-1])               # the original skin voxel
+            if k0 + 1 >= nz or not self.air[i, j, k0 + 1]:
                 continue
-            # mean of the 4 top corners of the voxel
-            uz.append(float(u[i:i + 2, j:j + 2, k + 1, 2].mean()))
+            here = np.nonzero(present[i, j, :])[0]
+            if here.size == 0:
+                continue
+            k = int(here[-1])
+            dz.append(float(np.nanmean(u[i:i + 2, j:j + 2, k + 1, 2])) - (k0 - k) * h)
             pos.append(a)
         if not pos:
             return None
-        return np.asarray(pos), np.asarray(uz)
+        return np.asarray(pos), np.asarray(dz)
 
     def boundary_stress(self, region: np.ndarray) -> dict:
         """Mean normal stress across the region's boundary faces (tension positive) and mean von Mises stress of

@@ -40,6 +40,8 @@ def _tumor_centre(ds, table):
 
 
 def _when(t):
+    if t < 3600.0:
+        return f"{t / 60:.0f} min"
     return f"{t / 3600:.0f} h" if t < 2 * DAY else f"day {t / DAY:.0f}"
 
 

@@ -112,6 +112,7 @@ class FateRunner:
         self.detached = np.zeros(g.shape, dtype=bool)
         self.tumor_volume0 = float(np.count_nonzero(self.tumor)) * self.dV
         self._dead_seen = np.zeros(g.shape, dtype=bool)
+        self.sep_max, self.t_first_separation = 0.0, None
         self.wall = {"water": 0.0, "inflammation": 0.0, "mechanics": 0.0, "other": 0.0}
 
     # ------------------------------------------------------------------ helpers
@@ -185,12 +186,20 @@ class FateRunner:
         self.water.transport(dt, K, H_A, vascular, lymph, source)
         w3 = _time.time()
         self.integrity.update_separation(dead, living)
+        self._track_separation(t + dt, dead, living)
         self.detachment.find_free_masses(t + dt, dead, living, self.air | self.detached, self.integrity)
         for m in self.detachment.advance(t, dt, self.inflammation.G, living):
             self._detach(m.voxels)
         self.wall["water"] += (w1 - w0) + (w3 - w2)
         self.wall["inflammation"] += w2 - w1
         self.wall["other"] += _time.time() - w3
+
+    def _track_separation(self, t: float, dead, living) -> None:
+        """The largest separated share and the first separation time, at every step (not only at outputs)."""
+        f = self.integrity.separated_fraction(dead, living, self.grid.spacing)
+        self.sep_max = max(self.sep_max, f)
+        if f > 0 and self.t_first_separation is None:
+            self.t_first_separation = t
 
     def _detach(self, voxels: np.ndarray) -> None:
         self.water.detach(voxels)
@@ -224,6 +233,7 @@ class FateRunner:
                        np.where(solid & ~self.detached, dv, 0.0))
             vol = mech.deformed_volume(tumor_now)
             self.integrity.update_separation(dead, living, mech.normal_stresses())
+            self._track_separation(t, dead, living)
             prof = self._surface(mech)
             bstress = mech.boundary_stress(self.tumor)
             u = mech.last.voxel_displacement()
@@ -302,15 +312,16 @@ class FateRunner:
 
         det = [m for m in self.detachment.masses if m.detached_at is not None]
         bal = self.water.balance()
-        first_sep = next((tt for tt, f in zip(ts["t_s"], ts["separated_boundary_fraction"]) if f and f > 0), None)
+        first_sep = self.t_first_separation
         return {
             "tumor_volume_change_1h": at("tumor_volume_change", 3600.0),
             "tumor_volume_change_24h": at("tumor_volume_change", DAY),
             "surface_displacement_mm": at("surface_displacement_mm", 3600.0),
             "surface_displacement_24h_mm": at("surface_displacement_mm", DAY),
-            "separated_boundary_fraction": ts["separated_boundary_fraction"][-1],
+            # the largest reached (after a detachment the dead boundary is gone); the time course is in fate_timeseries
+            "separated_boundary_fraction": max(self.sep_max, max(ts["separated_boundary_fraction"])),
             "first_separation_day": None if first_sep is None else first_sep / DAY,
-            "demarcation_rim_mm": ts["demarcation_rim_mm"][-1],
+            "demarcation_rim_mm": max(ts["demarcation_rim_mm"]),
             "detached_ml": float(np.count_nonzero(self.detached)) * self.dV * 1e6,
             "detachment_day": min(m.detached_at for m in det) / DAY if det else None,
             "free_masses": [{"volume_ml": m.volume_voxels * self.dV * 1e6, "free_day": m.t_free / DAY,

@@ -202,6 +202,7 @@ class FateRunner:
             self.t_first_separation = t
 
     def _detach(self, voxels: np.ndarray) -> None:
+        self.mechanics = None
         self.water.detach(voxels)
         self.detached |= voxels
         self.tissue = self.tissue & ~voxels
@@ -224,13 +225,14 @@ class FateRunner:
         E, _ = self._moduli(dead)
         row = {"t_s": t}
         tumor_now = self.tumor & self.tissue
-        if self.mechanics is None:
-            self.mechanics = TissueMechanics(self.grid.spacing, self.model.tissue | self.model.vessel, self.air)
+        if self.mechanics is None:       # (re)built after a detachment: the crater is void
+            body = self.model.tissue | self.model.vessel
+            self.mechanics = TissueMechanics(self.grid.spacing, body & ~self.detached, self.air, body=body)
         solid = self.mechanics.solid
         if t > 0 and np.any(dv[solid] != 0):
             mech = self.mechanics
-            mech.solve(np.where(self.tissue, E, np.where(solid, self.E * 1e-3, self.E)), self.nu,
-                       np.where(solid & ~self.detached, dv, 0.0))
+            # large-vessel lumen: blood-filled, compliant (1/1000 of the tissue modulus)
+            mech.solve(np.where(self.tissue, E, self.E * 1e-3), self.nu, np.where(solid, dv, 0.0))
             vol = mech.deformed_volume(tumor_now)
             self.integrity.update_separation(dead, living, mech.normal_stresses())
             self._track_separation(t, dead, living)

@@ -42,6 +42,29 @@ def components(dead: np.ndarray) -> tuple[np.ndarray, int]:
     return ndimage.label(dead, structure=_SIX)
 
 
+def _component_faces(lab, n, living, free, separated):
+    """Per component label: (separated or free faces, all boundary faces) toward living tissue or air."""
+    sep = np.zeros(n + 1)
+    tot = np.zeros(n + 1)
+    for ax in range(3):
+        lo = [slice(None)] * 3
+        hi = [slice(None)] * 3
+        lo[ax], hi[ax] = slice(0, -1), slice(1, None)
+        la, lb = lab[tuple(lo)], lab[tuple(hi)]
+        s = separated[ax]
+        for own, other_living, other_free in ((la, living[tuple(hi)], free[tuple(hi)]),
+                                              (lb, living[tuple(lo)], free[tuple(lo)])):
+            m = (own > 0) & other_living
+            tot += np.bincount(own[m], minlength=n + 1)
+            sep += np.bincount(own[m & s], minlength=n + 1)
+            f = (own > 0) & other_free
+            c = np.bincount(own[f], minlength=n + 1)
+            tot += c
+            sep += c
+    tot[0] = 0
+    return sep, tot
+
+
 def free_surface_path(comp: np.ndarray, air: np.ndarray, spacing) -> tuple[np.ndarray, float] | None:
     """(unit direction, thickness of what lies between) from the mass to the nearest air voxel, or None."""
     if not air.any():
@@ -68,17 +91,16 @@ class Detachment:
     def find_free_masses(self, t: float, dead: np.ndarray, living: np.ndarray, air: np.ndarray, integrity) -> None:
         """Start moving every dead component that has become free (and is not moving yet)."""
         lab, n = components(dead)
-        taken = np.zeros(dead.shape, dtype=bool)
+        if n == 0:
+            return
+        sep, tot = _component_faces(lab, n, living, air, integrity.separated)
         for m in self.masses:
             if m.detached_at is None:
-                taken |= m.voxels
-        for c in range(1, n + 1):
+                for c in np.unique(lab[m.voxels & dead]):
+                    tot[c] = 0                      # already moving
+        free = np.nonzero((tot > 0) & (sep >= self.p["detach_separated_fraction"] * tot))[0]
+        for c in free:
             comp = lab == c
-            if (comp & taken).any():
-                continue
-            sep, tot = integrity.separated_faces_of(comp, living, air)
-            if tot == 0 or sep / tot < self.p["detach_separated_fraction"]:
-                continue
             path = free_surface_path(comp, air, self.spacing)
             if path is None:
                 continue

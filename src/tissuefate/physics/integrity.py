@@ -104,15 +104,3 @@ class MatrixIntegrity:
             tot += np.count_nonzero(iface) * a
             sep += np.count_nonzero(iface & self.separated[ax]) * a
         return sep / tot if tot > 0 else 0.0
-
-    def separated_faces_of(self, comp: np.ndarray, living: np.ndarray, free: np.ndarray) -> tuple[int, int]:
-        """(separated or free faces, all boundary faces) of one dead component ``comp``; ``free`` = voxels outside
-        the body (a face to them is free already)."""
-        tot = sep = 0
-        for ax in range(3):
-            lo, hi = _pairs(ax)
-            tl = (comp[lo] & living[hi]) | (living[lo] & comp[hi])
-            tf = (comp[lo] & free[hi]) | (free[lo] & comp[hi])
-            tot += np.count_nonzero(tl) + np.count_nonzero(tf)
-            sep += np.count_nonzero(tl & self.separated[ax]) + np.count_nonzero(tf)
-        return sep, tot

@@ -60,14 +60,18 @@ class TissueMechanics:
     multigrid coarsens twice) by repeating the last layer: tissue at a fixed face continues (the body goes on),
     air at a free surface stays air; the solution is cropped back."""
 
-    def __init__(self, spacing, solid: np.ndarray, air: np.ndarray, rtol: float = 1e-8):
+    def __init__(self, spacing, solid: np.ndarray, air: np.ndarray, body: np.ndarray | None = None,
+                 rtol: float = 1e-8):
+        """solid: the material now (e.g. without detached tissue: a crater is void); air: outside the body;
+        body: the body as it was (default ``solid``), which locates the original skin surface."""
         from ..numerics.elasticity import ElasticitySolver
         self.spacing = tuple(spacing)
         self.solid = solid
         self.air = air
+        self.body = solid if body is None else body
         self.pad = _pad_width(solid.shape)
         padded = np.pad(solid, self.pad, mode="edge")
-        self.solver = ElasticitySolver(self.spacing, padded, fixed_faces=fixed_faces_for(solid, air), rtol=rtol)
+        self.solver = ElasticitySolver(self.spacing, padded, fixed_faces=fixed_faces_for(self.body, air), rtol=rtol)
         self.last = None
 
     def solve(self, E: np.ndarray, nu: np.ndarray, volume_change: np.ndarray):
@@ -98,7 +102,7 @@ class TissueMechanics:
         rng = range(nx) if axis == 0 else range(ny)
         for a in rng:
             i, j = (a, j0) if axis == 0 else (i0, a)
-            col = self.solid[i, j, :]
+            col = self.body[i, j, :]
             if not col.any():
                 continue
             k0 = int(np.nonzero(col)[0][-1])               # the original skin voxel
@@ -108,7 +112,10 @@ class TissueMechanics:
             if here.size == 0:
                 continue
             k = int(here[-1])
-            dz.append(float(np.nanmean(u[i:i + 2, j:j + 2, k + 1, 2])) - (k0 - k) * h)
+            top = u[i:i + 2, j:j + 2, k + 1, 2]
+            if not np.isfinite(top).any():
+                continue
+            dz.append(float(np.nanmean(top)) - (k0 - k) * h)
             pos.append(a)
         if not pos:
             return None

@@ -31,6 +31,7 @@ from .physics.detachment import Detachment
 from .physics.inflammation import Inflammation
 from .physics.integrity import MatrixIntegrity
 from .physics.tissue_mechanics import TissueMechanics, effective_modulus
+from .physics.tissue_mechanics import aggregate_modulus as _aggregate_modulus
 from .physics.water import WaterModel
 from .tissue_state import DEAD_STATES, TissueState
 
@@ -39,10 +40,6 @@ DAY = 86400.0
 #: tissue-state code -> index into fate_parameters.DEATH_MODES
 MODE_OF_STATE = {int(TissueState.OXIDATIVE_NECROSIS): 0, int(TissueState.CHEMICAL_NECROSIS): 1,
                  int(TissueState.COAGULATED): 2, int(TissueState.FROZEN_DEAD): 3, int(TissueState.ISCHEMIC_NECROSIS): 4}
-
-
-def _aggregate_modulus(E, nu):
-    return E * (1 - nu) / ((1 + nu) * (1 - 2 * nu))
 
 
 def death_mode(state: np.ndarray) -> np.ndarray:

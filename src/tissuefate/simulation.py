@@ -38,6 +38,7 @@ from .physics import ethanol as eth_mod
 from .physics import oxidant as ox_mod
 from .physics import vessels as ves_mod
 from .physics.injection import InjectionMechanics, MechanicsTissue, NeedleTrack
+from .physics.tissue_mechanics import aggregate_modulus as _aggregate_modulus
 from .result import Result
 from .scenario import THERMAL_MODALITIES, Scenario, Session, load_raw, validate
 from .tissue_state import TissueState
@@ -82,10 +83,6 @@ class SimState:
 
 
 # ------------------------------------------------------------------------------------------- helpers
-
-def _aggregate_modulus(E, nu):
-    return E * (1 - nu) / ((1 + nu) * (1 - 2 * nu))
-
 
 def _mechanics_tissue(model: TissueModel, st: SimState) -> MechanicsTissue:
     p = model.props

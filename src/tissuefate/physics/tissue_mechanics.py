@@ -20,6 +20,11 @@ import numpy as np
 from .fate_parameters import DEATH_MODES
 
 
+def aggregate_modulus(E, nu):
+    """Drained (P-wave) aggregate modulus H_A = E (1 - nu) / ((1 + nu)(1 - 2 nu)), Pa."""
+    return E * (1 - nu) / ((1 + nu) * (1 - 2 * nu))
+
+
 def effective_modulus(E: np.ndarray, dead: np.ndarray, mode: np.ndarray, integrity: np.ndarray, params: dict) -> np.ndarray:
     out = E.copy()
     floor = params["integrity_stiffness_floor"]

@@ -16,6 +16,7 @@ class Result:
     provenance: dict
     path: Path | None = None      # run folder once written
     extras: dict = field(default_factory=dict)   # e.g. needle tips for figures
+    course: xr.Dataset | None = None             # healing fields by course day (course.nc)
 
     def __repr__(self) -> str:
         return f"Result({self.metrics.get('scenario')!r}, path={self.path})"

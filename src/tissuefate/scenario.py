@@ -150,6 +150,21 @@ class EthanolAgent(Strict):
         return v
 
 
+Target = Literal["planned", "remaining_viable_tumor"]
+TARGET_HELP = ("planned: the applicators where the scenario puts them; remaining_viable_tumor: the plan (written "
+               "for the original tumour) is moved onto the largest remaining visible tumour components (course.py)")
+
+
+class Targeting(Strict):
+    """How an injection session aimed at ``remaining_viable_tumor`` chooses needles and doses."""
+    max_needles: int = Field(3, ge=1, le=20, description="one needle on each of the largest components, at most this")
+    volume_ratio: float | None = Field(
+        None, gt=0, le=10, description="injected volume = ratio x the component's volume (ethanol 0.25-4 x tumour "
+        "volume: Morhard 2017, parameters.md V14); null keeps the planned volume of the first injection")
+    min_volume: Volume = 0.05e-6
+    max_volume: Volume = 10e-6
+
+
 class Session(Strict):
     """An injection session (ClO2 or ethanol)."""
     day: float = Field(0.0, ge=0)
@@ -157,6 +172,8 @@ class Session(Strict):
     agent: ClO2Agent | EthanolAgent
     injections: list[Injection] = Field(min_length=1)
     follow_up: Time = 24 * 3600.0
+    target: Target = Field("planned", description=TARGET_HELP)
+    targeting: Targeting = Targeting()
 
 
 # ----------------------------------------------------------------------------------------------- thermal sessions
@@ -225,6 +242,7 @@ class RFASession(Strict):
     generator: RFGenerator = RFGenerator()
     duration: Time
     follow_up: Time = 3600.0
+    target: Target = Field("planned", description=TARGET_HELP)
 
 
 class MWAntenna(Strict):
@@ -253,6 +271,7 @@ class MWASession(Strict):
     power: Power
     duration: Time
     follow_up: Time = 3600.0
+    target: Target = Field("planned", description=TARGET_HELP)
 
     @field_validator("power")
     @classmethod
@@ -281,6 +300,7 @@ class CryoSession(Strict):
     device: CryoDevice
     protocol: list[CryoPhase] = Field(min_length=1)
     follow_up: Time = 3600.0
+    target: Target = Field("planned", description=TARGET_HELP)
 
 
 THERMAL_MODALITIES = ("rfa", "mwa", "cryo")
@@ -288,7 +308,31 @@ AnySession = Annotated[Session | RFASession | MWASession | CryoSession, Field(di
 
 
 class Course(Strict):
+    """Sessions on days, with the healing model between and after them (course.py, physics/healing.py)."""
     sessions: list[AnySession] = Field(min_length=1)
+    healing: bool = Field(True, description="run the healing model between sessions and to the follow-up day")
+    follow_up: Time = Field(30 * 86400.0, description="the course's last day, since the first session's day 0")
+    detection_size: Length = Field(2e-3, description="smallest visible tumour component (equivalent diameter)")
+    outputs: list[Time] = Field(
+        default_factory=lambda: [d * 86400.0 for d in (1, 3, 7, 14, 21, 28)],
+        description="days at which the healing fields are saved (session days and the last day are added)")
+    predictability: bool = Field(
+        True, description="rerun each later session's plan in untreated tissue to measure its predictability")
+
+    @field_validator("sessions")
+    @classmethod
+    def _ordered(cls, v):
+        days = [s.day for s in v]
+        if days != sorted(days):
+            raise ValueError(f"expected sessions in order of their day, got days {days}")
+        return v
+
+    @field_validator("follow_up")
+    @classmethod
+    def _follow(cls, v):
+        if not (0 <= v <= 3650 * 86400.0):
+            raise ValueError("expected a follow-up between 0 d and 3650 d")
+        return v
 
 
 class Outputs(Strict):
@@ -322,6 +366,14 @@ class Solver(Strict):
                                     "and MWA, 5 s for cryo)")
     max_dt: Time = 1800.0
     dt_growth: float = Field(1.3, gt=1.0, le=3.0)
+    healing_dt: Time = Field(6 * 3600.0, description="healing time step (implicit; stable at any step)")
+
+    @field_validator("healing_dt")
+    @classmethod
+    def _hdt(cls, v):
+        if not (600.0 <= v <= 2 * 86400.0):
+            raise ValueError("expected a healing step between 10 min and 2 d")
+        return v
 
 
 class Scenario(Strict):
@@ -337,7 +389,7 @@ class Scenario(Strict):
     fate: Fate = Fate()
     model: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="overrides of process parameters: groups oxidant, death, vessels, "
-        "ethanol_kill, procedure, thermal, thermal_damage, fate (see docs/model.md)")
+        "ethanol_kill, procedure, thermal, thermal_damage, fate, healing (see docs/model.md)")
 
 
 # ----------------------------------------------------------------------------------------------- loading

@@ -478,6 +478,40 @@ def _dataset(model: TissueModel, snaps: list[tuple[float, dict]], sc: Scenario, 
     return ds
 
 
+COURSE_ATTRS = {
+    "tumor_fraction": ("1", "viable tumour volume fraction"),
+    "host_fraction": ("1", "viable host (normal) tissue volume fraction"),
+    "debris_fraction": ("1", "necrotic debris volume fraction (all death modes)"),
+    "fluid_fraction": ("1", "cleared space (fluid, fibrin) volume fraction"),
+    "granulation_fraction": ("1", "granulation tissue volume fraction"),
+    "scar_fraction": ("1", "scar (collagen) volume fraction"),
+    "phagocytes": ("1", "phagocyte density relative to a saturated infiltrate"),
+    "fibroblasts": ("1", "fibroblast density relative to saturation"),
+    "vascular_density": ("1", "microvascular density relative to intact tissue"),
+    "scar_contraction": ("1", "volume lost by scar contraction per tissue volume"),
+}
+
+
+def course_dataset(model: TissueModel, course) -> xr.Dataset:
+    """The healing fields at the course's output days, dims (day, x, y, z)."""
+    g = model.grid
+    snaps = course.field_snaps
+    coords = {"day": ("day", np.array([t / 86400.0 for t, _ in snaps]), {"units": "d", "long_name": "course day"}),
+              "x": ("x", g.axis(0) * 1e3, {"units": "mm"}), "y": ("y", g.axis(1) * 1e3, {"units": "mm"}),
+              "z": ("z", g.axis(2) * 1e3, {"units": "mm"})}
+    data = {name: (("day", "x", "y", "z"), np.stack([s[name] for _, s in snaps])) for name in snaps[0][1]}
+    ds = xr.Dataset(data, coords=coords)
+    for name, (unit, long) in COURSE_ATTRS.items():
+        if name in ds:
+            ds[name].attrs.update(units=unit, long_name=long)
+    tumor = model.mask("tumor")
+    center = [int(round(c)) for c in ndimage.center_of_mass(tumor)] if tumor.any() else [n // 2 for n in g.shape]
+    ds.attrs.update(scenario=course.sc.name, spacing_mm=[h * 1e3 for h in g.spacing],
+                    origin_mm=[o * 1e3 for o in g.origin], tumor_center_index=center,
+                    disclaimer="Research software, not a medical device; no dosing advice.")
+    return ds
+
+
 def _merge_snapshots(session_snaps, fate_snaps):
     """One list of (t, fields) sorted by time: post-kill fields at a session snapshot time join that snapshot
     (the session's own fields win)."""
@@ -520,18 +554,13 @@ def run_scenario(scenario, out=None, progress=None, scenario_raw=None) -> Result
         raw = scenario_raw if scenario_raw is not None else sc.model_dump(mode="json")
     np.random.seed(sc.seed)
     model = build_model(sc)
-    st = SimState.initial(model)
-    all_snaps, ts_all, runners = [], {}, []
-    n = len(sc.course.sessions)
-    for si, session in enumerate(sc.course.sessions):
-        t_offset = session.day * 86400.0
-        if session.modality in THERMAL_MODALITIES:
-            from .thermal import ThermalSessionRunner
-            r = ThermalSessionRunner(model, sc, session, si, st, progress, (si / n, (si + 1) / n))
-        else:
-            r = SessionRunner(model, sc, session, si, st, progress, (si / n, (si + 1) / n))
-        r.run()
-        runners.append(r)
+    from .course import CourseRunner
+    course = CourseRunner(model, sc, progress)
+    course.run()
+    st, runners = course.st, course.runners
+    all_snaps, ts_all = [], {}
+    for r in runners:
+        t_offset = sc.course.sessions[r.si].day * 86400.0
         all_snaps.extend((t + t_offset, snap) for t, snap in r.snapshots)
         length = len(ts_all.get("t_s", []))
         for k, v in r.timeseries.items():
@@ -551,8 +580,12 @@ def run_scenario(scenario, out=None, progress=None, scenario_raw=None) -> Result
     if fate_metrics is not None:
         metrics["hypotheses"] += fate_metrics.pop("hypotheses")
         metrics.update(fate_metrics)
+    if sc.course.healing:
+        metrics["course"] = course.metrics()
+        metrics["hypotheses"] += course.hypotheses()
     metrics["runtime_s"] = _time.time() - wall0
     ds = _dataset(model, all_snaps, sc, 0.0)
+    course_ds = course_dataset(model, course) if sc.course.healing else None
     prov = provenance(sc.seed, metrics["runtime_s"], started)
     extras = {"label_table": {int(k): v for k, v in model.label_table.items()},
               "sessions_end_s": max(r.t_end + sc.course.sessions[r.si].day * 86400.0 for r in runners)}
@@ -570,7 +603,7 @@ def run_scenario(scenario, out=None, progress=None, scenario_raw=None) -> Result
                        "modality": r0.modality})
         if r0.active_length_mm:
             extras["active_length_mm"] = r0.active_length_mm
-    result = Result(raw, sc.model_dump(mode="json"), metrics, ds, prov, extras=extras)
+    result = Result(raw, sc.model_dump(mode="json"), metrics, ds, prov, extras=extras, course=course_ds)
     if out is not None:
         from .io.run_folder import write_run
         write_run(result, Path(out), figures=sc.outputs.figures, vtk=sc.outputs.vtk)
@@ -644,8 +677,7 @@ def compute_metrics(model: TissueModel, sc: Scenario, st: SimState, runners, ts)
 
 def _injection_metrics(model: TissueModel, sc: Scenario, st: SimState, runners, ts) -> dict:
     f, dV, L = st.f, model.grid.dV, st.ledger
-    injected_ml = sum(inj.volume for s in sc.course.sessions if s.modality not in THERMAL_MODALITIES
-                      for inj in s.injections) * 1e6
+    injected_ml = sum(inj.volume for r in runners for inj in r.session.injections) * 1e6
     # fluid (volume) balance from the mechanics' own ledger, summed over sessions
     fluid_in, fluid_res, budgets = 0.0, 0.0, []
     for r in runners:

@@ -7,6 +7,7 @@ Layout::
     <run>/provenance.json          version, git commit, seed, wall time, platform
     <run>/metrics.json             metrics, ledgers, hypotheses, timeseries
     <run>/fields.nc                snapshots (time, x, y, z), NetCDF4 with units
+    <run>/course.nc                healing fields by course day (day, x, y, z)
     <run>/fields.vti               last snapshot as a VTK image (ParaView)
     <run>/labels_affine.json       voxel -> world-mm affine, to lay the result over the source image
     <run>/figures/*.png
@@ -83,6 +84,9 @@ def write_run(result: Result, out_dir: Path, figures: bool = True, vtk: bool = T
                                                 "note": "voxel index (i, j, k) -> world mm of the source image"})
         enc = {v: {"compression": "gzip", "compression_opts": 4} for v in ds.data_vars}
         ds.to_netcdf(tmp / "fields.nc", engine="h5netcdf", encoding=enc)
+        if result.course is not None:
+            cenc = {v: {"compression": "gzip", "compression_opts": 4} for v in result.course.data_vars}
+            result.course.to_netcdf(tmp / "course.nc", engine="h5netcdf", encoding=cenc)
         if vtk:
             write_vti(tmp / "fields", ds)
         if figures:

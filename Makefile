@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-full bench clean
+.PHONY: demo test test-full bench browser clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "tissuefate needs Python 3.11"'
@@ -23,6 +23,12 @@ test-full: $(STAMP)
 
 bench: $(STAMP)
 	$(VENV)/bin/python benchmarks/lod.py --n 128 --threads 2
+
+# Headless Chromium for the HTML report check (`tissuefate compare --check`, tests/test_report_html.py).
+# Needs root (apt); `test` does not depend on it, the browser test skips without it unless CI is set.
+browser:
+	@if [ -x /usr/bin/chromium ]; then echo "chromium: $$(/usr/bin/chromium --version 2>/dev/null)"; \
+	else apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium; fi
 
 clean:
 	rm -rf $(VENV) runs

@@ -180,5 +180,140 @@ def params(tissue: Optional[str] = typer.Option(None, help="only this tissue"),
         console.print(s)
 
 
+def _compare_worker_init(threads: str) -> None:
+    """Process-pool initializer: limit numba's threads per worker (set before numba is imported)."""
+    import os
+    os.environ["NUMBA_NUM_THREADS"] = threads
+    if "numba" in sys.modules:  # imported already (it is not, in a spawned worker): limit it at run time
+        sys.modules["numba"].set_num_threads(int(threads))
+
+
+def _compare_load(arg: str, sets: Optional[List[str]]):
+    """Load and validate one scenario argument of ``compare``: (raw, validated scenario); ScenarioError if bad."""
+    from .scenario import load_raw
+    from .scenario import validate as validate_scenario
+    raw, path = load_raw(arg, sets)
+    sc = validate_scenario(raw, str(path))
+    if sc.geometry.phantom == "nifti" and not Path(sc.geometry.path).is_absolute():
+        g = sc.geometry.model_copy(update={"path": str((path.parent / sc.geometry.path).resolve())})
+        sc = sc.model_copy(update={"geometry": g})
+    return raw, sc
+
+
+def _compare_run_one(arg: str, sets: Optional[List[str]], out: str) -> str:
+    """Run one scenario of ``compare`` into the run folder ``out`` (in a worker process); returns ``out``."""
+    from .simulation import run_scenario
+    raw, sc = _compare_load(arg, sets)
+    run_scenario(sc, out=Path(out), scenario_raw=raw)
+    return out
+
+
+def _compare_run_all(to_run: list, sets: Optional[List[str]], jobs: int) -> None:
+    """Run the scenarios ``to_run`` [(arg, run folder)]: in this process if ``jobs == 1``, else in a pool of
+    ``jobs`` spawned processes with NUMBA_NUM_THREADS=1 each. The first failure cancels the runs not started."""
+    if jobs == 1:
+        for arg, rd in to_run:
+            err_console.print(f"running {arg} -> runs/{rd.name}")
+            _compare_run_one(arg, sets, str(rd))
+        return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    err_console.print(f"running {len(to_run)} scenarios, {jobs} at a time")
+    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_compare_worker_init, initargs=("1",))
+    try:
+        futs = {pool.submit(_compare_run_one, arg, sets, str(rd)): (arg, rd) for arg, rd in to_run}
+        for fut in as_completed(futs):
+            fut.result()
+            err_console.print(f"done: {futs[fut][0]} -> runs/{futs[fut][1].name}")
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+@app.command()
+def compare(inputs: List[str] = typer.Argument(..., help="scenario files or built-in names, or finished run folders "
+                                                           "(a directory with metrics.json)"),
+            out: Path = typer.Option(..., "--out", help="folder to create: report.html, runs/<name>/, report.png"),
+            set_: Optional[List[str]] = typer.Option(None, "--set", help="override applied to every scenario"),
+            jobs: Optional[int] = typer.Option(None, "--jobs", min=1, help="parallel runs (default min(2, n))"),
+            check: Optional[bool] = typer.Option(None, "--check/--no-check",
+                                                 help="check the page in headless Chromium (default: if installed)"),
+            debug: bool = typer.Option(False, "--debug", help="show tracebacks of internal errors")):
+    """Run scenarios (or take finished run folders) and write a side-by-side HTML report."""
+    import json
+    import os
+    import re
+    import shutil
+    import tempfile
+
+    from .report.browser_check import find_chromium
+    from .report.html_report import is_run_folder, load_run, unique_labels
+    tmp: Optional[Path] = None
+    try:
+        if out.exists():
+            raise ScenarioError("--out", str(out), "a folder that does not exist yet")
+        # validate everything before writing anything: (label, existing run folder or None, scenario arg or None)
+        plan = []
+        for arg in inputs:
+            if is_run_folder(Path(arg)):
+                plan.append((load_run(Path(arg)).label, Path(arg).resolve(), None))
+            else:
+                _, sc = _compare_load(arg, set_)
+                plan.append((sc.name, None, arg))
+        labels = unique_labels([lab for lab, _, _ in plan])
+        chromium = find_chromium()
+        if check is None:
+            check = chromium is not None
+        if check and chromium is None:
+            raise ScenarioError("--check", "chromium not found", "an installed Chromium (`make browser`) or --no-check")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; the result is an ordinary folder
+        run_dirs, to_run = [], []
+        for label, existing, arg in plan:
+            if existing is None:
+                existing = tmp / "runs" / (re.sub(r"[^\w.-]+", "_", label).strip("_") or "run")
+                to_run.append((arg, existing))
+            run_dirs.append(existing)
+        if to_run:
+            (tmp / "runs").mkdir()
+            _compare_run_all(to_run, set_, jobs or min(2, len(to_run)))
+        from .report.html_report import write_compare_report
+        report = write_compare_report(run_dirs, tmp, labels)
+        check_result = None
+        if check:
+            from .report.browser_check import check_page
+            check_result = check_page(report, tmp / "report.png")
+            check_result["screenshot"] = "report.png" if check_result.get("screenshot") else None
+            (tmp / "report_check.json").write_text(json.dumps(check_result, indent=2) + "\n")
+        os.rename(tmp, out)
+        tmp = None
+    except ScenarioError as err:
+        _fail(err)
+    except KeyboardInterrupt:
+        err_console.print("interrupted; no compare folder written")
+        raise typer.Exit(130)
+    except Exception:
+        if debug:
+            raise
+        err_console.print_exception(max_frames=3)
+        raise typer.Exit(1)
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+    console.print(f"report: [bold]{out / 'report.html'}[/]")
+    if check_result is not None:
+        ok = check_result["images_ok"] and check_result["table_ok"] and not check_result["console_errors"]
+        if not ok:
+            err_console.print(f"[bold red]report check failed[/] (see {out / 'report_check.json'}): "
+                              f"images_ok={check_result['images_ok']}, table_ok={check_result['table_ok']}, "
+                              f"console errors: {escape(str(check_result['console_errors']))}")
+            raise typer.Exit(1)
+        console.print(f"checked in Chromium: {check_result['images']} images, no console errors; "
+                      f"screenshot {out / 'report.png'}")
+
+
 def main():  # pragma: no cover
     sys.exit(app())

@@ -94,6 +94,7 @@ class CourseTissue:
         tissue = base.tissue
         ratio = self.vascular_ratio(hs)
         debris = f[DEBRIS].sum(axis=0)
+        total = np.where(tissue, f.sum(axis=0), 1.0)   # 1 to round-off; dividing keeps bounded properties bounded
         props = {}
         for name, base_arr in base.props.items():
             parts = [(f[IDX["tumor"]], self.const["tumor"][name]), (f[IDX["host"]], self.host_props[name]),
@@ -101,15 +102,17 @@ class CourseTissue:
                      (f[IDX["granulation"]], self.const["granulation"][name]), (f[IDX["scar"]], self.const["scar"][name])]
             if name in VASCULAR:
                 parts[2] = (debris, 0.0)     # dead microvessels
-                mixed = sum(w * v for w, v in parts) * ratio
+                mixed = sum(w * v for w, v in parts) / total * ratio
             elif name in ("reductive_fast", "reductive_slow"):
                 parts[2] = (debris, debris_R[name])
-                mixed = sum(w * v for w, v in parts)
+                mixed = sum(w * v for w, v in parts) / total
             elif name in GEOMETRIC:
-                logs = sum(w * np.log(np.maximum(v, 1e-300)) for w, v in parts)
+                logs = sum(w * np.log(np.maximum(v, 1e-300)) for w, v in parts) / total
                 mixed = np.exp(logs)
             else:
-                mixed = sum(w * v for w, v in parts)
+                mixed = sum(w * v for w, v in parts) / total
+                lo, hi = min(np.min(v) for _, v in parts), max(np.max(v) for _, v in parts)
+                mixed = np.clip(mixed, lo, hi)
             props[name] = np.where(tissue, mixed, base_arr)
         labels = self.dominant_labels(hs)
         return TissueModel(base.grid, labels, self.table, base.landmarks, base.library, props, tissue, base.vessel,

@@ -48,12 +48,17 @@ def main():
     ap.add_argument("--voxel", type=float, default=0.5, help="voxel size, mm")
     ap.add_argument("--no-predictability", action="store_true")
     ap.add_argument("--set", action="append", default=[])
+    ap.add_argument("--repeat-days", default=None,
+                    help="replace the sessions by copies of the first one on these days, e.g. 0,7,14,21")
     args = ap.parse_args()
     from tissuefate.scenario import load_raw, validate
     from tissuefate.simulation import run_scenario
     sets = [f"domain.voxel_size={args.voxel} mm", "fate.enabled=false", "outputs.figures=false", "outputs.vtk=false",
             f"course.predictability={'false' if args.no_predictability else 'true'}", *args.set]
     raw, path = load_raw(args.scenario, sets)
+    if args.repeat_days:
+        first = raw["course"]["sessions"][0]
+        raw["course"]["sessions"] = [dict(first, day=float(d)) for d in args.repeat_days.split(",")]
     sc = validate(raw, str(path))
     busy0, tot0 = _cpu_busy()
     self0 = time.process_time()
@@ -72,7 +77,6 @@ def main():
     for group, (fname, func) in GROUPS.items():
         out[group] = sum(v[3] for k, v in stats.stats.items() if k[0].endswith(fname) and k[2] == func)
     c = result.metrics["course"]
-    nvox = int(sc.domain.extent[0] / sc.domain.voxel_size + 0.5) * int(sc.domain.extent[1] / sc.domain.voxel_size + 0.5)
     shape = result.metrics["grid"]["shape"]
     nvox = shape[0] * shape[1] * shape[2]
     steps = c["healing_steps"]

@@ -75,12 +75,12 @@ def main():
                  "course.sessions.0.device.probes.1.tip=[7.5 mm, 0 mm, -55 mm]"]
     else:
         sets += ["course.sessions.0.device.tip=[0 mm, 0 mm, -55 mm]"]
-    sets += ["fate.enabled=false"]     # the heat session only (the post-kill model has its own benchmark)
+    sets += ["fate.enabled=false", "course.healing=false"]     # the heat session only (the post-kill model has its own benchmark)
     sc = tf.load_scenario(f"{args.protocol}_liver", sets)
     # compile the kernels outside the timing (a tiny run of the same modality)
     tf.run(tf.load_scenario(f"{args.protocol}_liver", ["domain.voxel_size=3 mm", "course.sessions.0.follow_up=1 min",
                                                        "outputs.figures=false", "outputs.vtk=false",
-                                                       "fate.enabled=false"]))
+                                                       "fate.enabled=false", "course.healing=false"]))
     from tissuefate import thermal
     runners = []
     run_session = thermal.ThermalSessionRunner.run

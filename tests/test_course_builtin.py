@@ -1,5 +1,5 @@
-"""Every built-in course runs end to end with the real session physics on a coarse grid (3 mm voxels, 1 h session
-follow-up, no post-kill model; predictability reruns in two of them), and `tissuefate compare` turns two of them
+"""Every built-in course runs end to end with the real session physics on a coarse grid (3 mm voxels, 4 mm for the
+liver phantom, 15 s injection steps, 2 h (injection) or 30 min (thermal) session follow-up, no post-kill model; predictability reruns in two), and `tissuefate compare` turns two of them
 into a report that renders in headless Chromium. The full-resolution comparison is docs/course_comparison.md."""
 import json
 import os
@@ -18,14 +18,16 @@ WITH_PREDICTABILITY = {"course_clo2_weekly_subcutaneous", "course_rfa_residual_s
 
 def coarse_sets(name: str) -> list[str]:
     pred = "true" if name in WITH_PREDICTABILITY else "false"
-    return ["domain.voxel_size=3 mm", "fate.enabled=false", "solver.injection_dt=8 s", f"course.predictability={pred}",
-            "outputs.figures=false", "outputs.vtk=false"]
+    voxel = "4 mm" if name.endswith("_liver") else "3 mm"
+    return [f"domain.voxel_size={voxel}", "fate.enabled=false", "solver.injection_dt=15 s",
+            f"course.predictability={pred}", "outputs.figures=false", "outputs.vtk=false"]
 
 
 def coarse(name: str):
     raw, path = load_raw(name, coarse_sets(name))
     for s in raw["course"]["sessions"]:
-        s["follow_up"] = "1 h"
+        # long enough for regulated necrosis after an injection; thermal deaths are immediate
+        s["follow_up"] = "30 min" if s["modality"] in ("rfa", "mwa", "cryo") else "2 h"
     return validate(raw, str(path))
 
 

@@ -18,8 +18,8 @@ REQUIRED_KEYS = ["tumor_volume_ml", "viable_tumor_ml", "necrotic_tumor_fraction"
                  "oxidant_consumed_mmol", "oxidant_balance_rel_error", "fluid_balance_rel_error",
                  "stoichiometric_bound_ml", "hypotheses", "runtime_s", "timeseries"]
 
-# coarse in time for CI (the built-ins already run on 1 mm voxels); the physics is unchanged
-COARSE = ["domain.voxel_size=1 mm", "course.sessions.0.follow_up=2 h", "solver.max_dt=30 min",
+# coarse for CI (the built-ins run on 1 mm voxels); the physics is unchanged
+COARSE = ["domain.voxel_size=1.5 mm", "course.sessions.0.follow_up=2 h", "solver.max_dt=30 min",
           "solver.injection_dt=8 s", "fate.until=3 d", "fate.outputs=[1 h, 24 h, 3 d]"]
 NO_FATE = ["fate.enabled=false"]
 FATE_KEYS = ["tumor_volume_change_1h", "tumor_volume_change_24h", "surface_displacement_mm",
@@ -41,7 +41,7 @@ def test_run_folder_complete(default_run):
     for name in ["scenario.yaml", "scenario_resolved.json", "provenance.json", "metrics.json", "fields.nc",
                  "fields.vti", "labels_affine.json", "figures/slices_tip.png", "figures/necrosis_over_time.png",
                  "figures/injected_volume.png", "figures/injection_pressure.png", "figures/fate_deformation.png",
-                 "figures/fate_surface.png", "figures/fate_volume.png", "figures/fate_separation.png"]:
+                 "figures/fate_surface.png", "figures/fate_volume.png", "figures/fate_separation.png", "course.nc"]:
         assert (out / name).is_file(), name
     prov = json.loads((out / "provenance.json").read_text())
     for k in ("tissuefate_version", "git_commit", "seed", "wall_time_s", "platform"):
@@ -61,6 +61,10 @@ def test_metrics_and_conservation(default_run):
     assert m["surface_displacement_mm"] is not None      # the default phantom has a skin surface over the tumour
     assert len(m["fate_timeseries"]["t_s"]) == 4          # 0, 1 h, 24 h, 3 d
     assert any(h["name"].startswith("fate.") for h in m["hypotheses"])
+    assert any(h["name"].startswith("healing.") for h in m["hypotheses"])
+    c = m["course"]                                       # healing to day 30 after the single session
+    assert c["follow_up_day"] == pytest.approx(30.0) and c["healing_fraction_sum_error"] < 1e-12
+    assert c["sessions"][0]["predictability"] == 1.0
     assert m["oxidant_balance_rel_error"] < 1e-6
     assert m["fluid_balance_rel_error"] < 1e-6
     assert m["injected_ml"] == pytest.approx(2.0)
@@ -74,7 +78,7 @@ def test_metrics_and_conservation(default_run):
 
 
 def test_python_api_ethanol_coarse():
-    sc = tissuefate.load_scenario("ethanol_subcutaneous", sets=COARSE)
+    sc = tissuefate.load_scenario("ethanol_subcutaneous", sets=COARSE + ["course.healing=false"])
     res = tissuefate.run(sc)
     assert res.metrics["fluid_balance_rel_error"] < 1e-6
     assert res.metrics["balances"]["ethanol"]["rel_error"] < 1e-6
@@ -90,7 +94,7 @@ def test_python_api_ethanol_coarse():
        threshold=st.floats(0.3, 0.95), gauge=st.sampled_from([18, 22, 27]))
 def test_oxidative_necrosis_never_exceeds_the_stoichiometric_bound(ppm, volume_ml, fast_mM, threshold, gauge):
     sets = ["domain.voxel_size=1.5 mm", "domain.extent=[27 mm, 27 mm, 24 mm]", "course.sessions.0.follow_up=3 h",
-            "solver.injection_dt=3 s", "solver.max_dt=30 min", "fate.enabled=false",
+            "solver.injection_dt=3 s", "solver.max_dt=30 min", "fate.enabled=false", "course.healing=false",
             f"course.sessions.0.agent.concentration={ppm:.6g} ppm",
             f"course.sessions.0.injections.0.volume={volume_ml:.6g} mL",
             f"course.sessions.0.injections.0.gauge={gauge}",

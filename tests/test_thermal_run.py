@@ -24,7 +24,8 @@ THERMAL_KEYS = ["ablation_zone_ml", "zone_short_axis_mm", "zone_long_axis_mm", "
 @pytest.mark.parametrize("name", THERMAL_BUILTINS)
 def test_thermal_builtin_runs_and_conserves_energy(name, tmp_path):
     subcutaneous = name.endswith("subcutaneous")
-    sc = tf.load_scenario(name, COARSE + (FATE if subcutaneous else ["fate.enabled=false"]))
+    sc = tf.load_scenario(name, COARSE + (FATE if subcutaneous else ["fate.enabled=false"])
+                          + ["course.healing=false"])
     res = tf.run(sc, out=tmp_path / "run")
     m = res.metrics
     if subcutaneous:
@@ -68,7 +69,7 @@ def test_rf_power_scales_the_zone():
     """More power (constant-power mode) must not give a smaller zone: a monotonicity check the model could fail."""
     base = ["domain.voxel_size=2 mm", "course.sessions.0.follow_up=30 min", "outputs.vtk=false",
             "outputs.figures=false", "course.sessions.0.generator.mode=constant_power", "fate.enabled=false",
-            "course.sessions.0.duration=6 min"]
+            "course.healing=false", "course.sessions.0.duration=6 min"]
     zones = []
     for p in ("15 W", "30 W"):
         r = tf.run(tf.load_scenario("rfa_liver", base + [f"course.sessions.0.generator.power={p}"]))

@@ -130,7 +130,7 @@ def measure(result, quantity: str) -> float:
 def run_case(case: Case, extra_sets=()) -> dict:
     import tissuefate as tf
     sc = tf.load_scenario(case.scenario, list(case.overrides) + list(case.coarse) + list(extra_sets)
-                          + ["fate.enabled=false"])
+                          + ["fate.enabled=false", "course.healing=false"])
     res = tf.run(sc)
     sim = measure(res, case.quantity)
     lo, hi = case.published

@@ -84,7 +84,9 @@ class HeatMaterials:
 
 
 def heat_materials(model: TissueModel, phase: PhaseParams, rho_c_blood: float) -> HeatMaterials:
-    """One heat material per tissue label (and blood for vessel lumens); material 0 is air."""
+    """One heat material per tissue label (and blood for vessel lumens); material 0 is air. Perfusion and the
+    RF conductivity are per voxel (``model.props``); the heat capacities, conductivities and latent heats are the
+    label's (in healed tissue: the voxel's dominant component)."""
     lib, labels = model.library, model.labels
     mat = np.zeros(labels.shape, dtype=np.uint8)
     rows = {k: [0.0] for k in ("C_f", "C_u", "L_f", "L_v", "k_u", "k_f")}
@@ -119,6 +121,8 @@ def heat_materials(model: TissueModel, phase: PhaseParams, rho_c_blood: float) -
         sigma_ref[sel] = v("electrical_conductivity")
     props = HeatProperties(material=mat, phase=phase, **{k: np.array(r) for k, r in rows.items()})
     perf = np.where(model.tissue, model.props["perfusion"], 0.0) * rho_c_blood
+    # per voxel from the property fields: in healed tissue (course.py) they are the mix of the voxel's components
+    sigma_ref = np.where(model.tissue, model.props["electrical_conductivity"], sigma_ref)
     return HeatMaterials(props, perf, sigma_ref, names)
 
 

@@ -31,7 +31,7 @@ so the fractions keep summing to one; :meth:`HealingModel.check` asserts it (tes
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -54,7 +54,6 @@ class HealingState:
     contraction: np.ndarray
     crowded_out: float = 0.0         # tumour volume (m^3) pushed into fully occupied voxels and lost there
     t: float = 0.0                   # s, course clock
-    counters: dict = field(default_factory=dict)
 
     @classmethod
     def from_labels(cls, tumor: np.ndarray, tissue: np.ndarray) -> "HealingState":

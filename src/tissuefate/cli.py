@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 from typing import List, Optional
 
@@ -28,6 +29,25 @@ def _fail(err: ScenarioError) -> None:
     raise typer.Exit(2)
 
 
+@contextmanager
+def _user_facing_errors(debug: bool, what: str):
+    """A user's mistake becomes one clear line (exit 2); an interrupt or internal error a short message."""
+    try:
+        yield
+    except typer.Exit:
+        raise
+    except ScenarioError as err:
+        _fail(err)
+    except KeyboardInterrupt:
+        err_console.print(f"interrupted; no {what} written")
+        raise typer.Exit(130)
+    except Exception:
+        if debug:
+            raise
+        err_console.print_exception(max_frames=3)
+        raise typer.Exit(1)
+
+
 @app.command()
 def run(scenario: Optional[str] = typer.Argument(None, help="YAML file or built-in name (default: clo2_subcutaneous)"),
         out: Optional[Path] = typer.Option(None, "--out", help="run folder to create (default runs/<name>-<time>)"),
@@ -37,7 +57,7 @@ def run(scenario: Optional[str] = typer.Argument(None, help="YAML file or built-
     """Run a scenario and write its run folder."""
     from .scenario import load_raw, validate
     from .simulation import run_scenario
-    try:
+    with _user_facing_errors(debug, "run folder"):
         raw, path = load_raw(scenario, set_)
         sc = validate(raw, str(path))
         if sc.geometry.phantom == "nifti" and not Path(sc.geometry.path).is_absolute():
@@ -59,16 +79,6 @@ def run(scenario: Optional[str] = typer.Argument(None, help="YAML file or built-
                 def progress(frac: float, text: str = "") -> None:
                     bar.update(task, completed=frac, description=f"{sc.name} {text}")
                 result = run_scenario(sc, out=out, progress=progress, scenario_raw=raw)
-    except ScenarioError as err:
-        _fail(err)
-    except KeyboardInterrupt:
-        err_console.print("interrupted; no run folder written")
-        raise typer.Exit(130)
-    except Exception:
-        if debug:
-            raise
-        err_console.print_exception(max_frames=3)
-        raise typer.Exit(1)
     print_summary(result)
     console.print(f"run folder: [bold]{result.path}[/]")
 
@@ -249,60 +259,52 @@ def compare(inputs: List[str] = typer.Argument(..., help="scenario files or buil
     from .report.browser_check import find_chromium
     from .report.html_report import is_run_folder, load_run, unique_labels
     tmp: Optional[Path] = None
-    try:
-        if out.exists():
-            raise ScenarioError("--out", str(out), "a folder that does not exist yet")
-        # validate everything before writing anything: (label, existing run folder or None, scenario arg or None)
-        plan = []
-        for arg in inputs:
-            if is_run_folder(Path(arg)):
-                plan.append((load_run(Path(arg)).label, Path(arg).resolve(), None))
-            else:
-                _, sc = _compare_load(arg, set_)
-                plan.append((sc.name, None, arg))
-        labels = unique_labels([lab for lab, _, _ in plan])
-        chromium = find_chromium()
-        if check is None:
-            check = chromium is not None
-        if check and chromium is None:
-            raise ScenarioError("--check", "chromium not found", "an installed Chromium (`make browser`) or --no-check")
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; the result is an ordinary folder
-        run_dirs, to_run = [], []
-        for label, existing, arg in plan:
-            if existing is None:
-                existing = tmp / "runs" / (re.sub(r"[^\w.-]+", "_", label).strip("_") or "run")
-                to_run.append((arg, existing))
-            run_dirs.append(existing)
-        if to_run:
-            (tmp / "runs").mkdir()
-            _compare_run_all(to_run, set_, jobs or min(2, len(to_run)))
-        from .report.html_report import write_compare_report
-        report = write_compare_report(run_dirs, tmp, labels)
-        check_result = None
-        if check:
-            from .report.browser_check import check_page
-            check_result = check_page(report, tmp / "report.png")
-            check_result["screenshot"] = "report.png" if check_result.get("screenshot") else None
-            (tmp / "report_check.json").write_text(json.dumps(check_result, indent=2) + "\n")
-        os.rename(tmp, out)
-        tmp = None
-    except ScenarioError as err:
-        _fail(err)
-    except KeyboardInterrupt:
-        err_console.print("interrupted; no compare folder written")
-        raise typer.Exit(130)
-    except Exception:
-        if debug:
-            raise
-        err_console.print_exception(max_frames=3)
-        raise typer.Exit(1)
-    finally:
-        if tmp is not None:
-            shutil.rmtree(tmp, ignore_errors=True)
+    with _user_facing_errors(debug, "compare folder"):
+        try:
+            if out.exists():
+                raise ScenarioError("--out", str(out), "a folder that does not exist yet")
+            # validate everything before writing anything: (label, existing run folder or None, scenario arg or None)
+            plan = []
+            for arg in inputs:
+                if is_run_folder(Path(arg)):
+                    plan.append((load_run(Path(arg)).label, Path(arg).resolve(), None))
+                else:
+                    _, sc = _compare_load(arg, set_)
+                    plan.append((sc.name, None, arg))
+            labels = unique_labels([lab for lab, _, _ in plan])
+            chromium = find_chromium()
+            if check is None:
+                check = chromium is not None
+            if check and chromium is None:
+                raise ScenarioError("--check", "chromium not found",
+                                    "an installed Chromium (`make browser`) or --no-check")
+            out.parent.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; the result is an ordinary folder
+            run_dirs, to_run = [], []
+            for label, existing, arg in plan:
+                if existing is None:
+                    existing = tmp / "runs" / (re.sub(r"[^\w.-]+", "_", label).strip("_") or "run")
+                    to_run.append((arg, existing))
+                run_dirs.append(existing)
+            if to_run:
+                (tmp / "runs").mkdir()
+                _compare_run_all(to_run, set_, jobs or min(2, len(to_run)))
+            from .report.html_report import write_compare_report
+            report = write_compare_report(run_dirs, tmp, labels)
+            check_result = None
+            if check:
+                from .report.browser_check import check_page
+                check_result = check_page(report, tmp / "report.png")
+                check_result["screenshot"] = "report.png" if check_result.get("screenshot") else None
+                (tmp / "report_check.json").write_text(json.dumps(check_result, indent=2) + "\n")
+            os.rename(tmp, out)
+            tmp = None
+        finally:
+            if tmp is not None:
+                shutil.rmtree(tmp, ignore_errors=True)
     console.print(f"report: [bold]{out / 'report.html'}[/]")
     if check_result is not None:
         ok = check_result["images_ok"] and check_result["table_ok"] and not check_result["console_errors"]
